@@ -1,0 +1,46 @@
+// swift-tools-version: 6.0
+//
+// imgboot: dissect, mount and boot raw disk images. The pipeline's stages are library
+// targets; an arrow only points down the pipeline (Mount may use Dissect, never the reverse).
+
+import PackageDescription
+
+let package = Package(
+    name: "imgboot",
+    products: [
+        .executable(name: "imgboot", targets: ["imgboot"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries and the syscalls Swift cannot reach.
+        .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
+        .systemLibrary(name: "CMount", pkgConfig: "mount", providers: [.apt(["libmount-dev"])]),
+        .target(name: "CLinux"),
+
+        // The pipeline.
+        .target(
+            name: "Dissect",
+            dependencies: [
+                "CBlkid", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        // The command-line tool: thin, one file per subcommand.
+        .executableTarget(
+            name: "imgboot",
+            dependencies: [
+                "Dissect",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
+        .testTarget(name: "DissectTests", dependencies: ["Dissect"]),
+        .testTarget(name: "imgbootTests", dependencies: ["Dissect"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,166 @@
+import Logging
+
+extension DissectedImage {
+    /// Reads the image at `path`: its partition table, the filesystem in each partition, and
+    /// which partitions would be mounted where. Only reads; needs no privileges beyond reading
+    /// the file.
+    public static func dissect(path: String, logger: Logger = Logger(label: "imgboot.dissect")) throws(DissectError) -> DissectedImage {
+        let file = try ImageFile(path: path)
+        guard file.size > 0 else { throw DissectError(image: path, .empty) }
+
+        let gpt = try GPT.read(file)
+        let sectorSize = gpt?.sectorSize ?? file.deviceSectorSize ?? 512
+        logger.debug("\(path): \(file.size) bytes, \(gpt == nil ? "no GPT signature" : "GPT with \(sectorSize)-byte sectors")")
+
+        guard let probe = Probe() else { throw DissectError(image: path, .probe("libblkid could not allocate a probe")) }
+        let outcome = probe.probeImage(fd: file.fd, size: file.size, sectorSize: sectorSize)
+        let tableType = probe.value("PTTYPE")
+        let fsAtStart = probe.value("TYPE")
+        switch outcome {
+        case .found: break
+        case .nothing:
+            if gpt != nil {
+                throw DissectError(image: path, .probe("libblkid does not accept the GPT that imgboot found"))
+            }
+            throw DissectError(image: path, file.size < 4096 ? .tooSmall(size: file.size) : .unrecognised)
+        case .ambivalent:
+            throw DissectError(image: path, .ambiguous("several signatures that exclude each other at the start of the image"))
+        case .failed:
+            throw DissectError(image: path, .probe("libblkid failed to read the image"))
+        }
+
+        var warnings = gpt?.warnings ?? []
+        var partitions: [Partition]
+        let table: PartitionTableType?
+        var imageUuid: String? = nil
+
+        switch tableType {
+        case "gpt"?:
+            guard let gpt else {
+                throw DissectError(image: path, .probe("libblkid found a GPT that imgboot cannot read"))
+            }
+            if let fsAtStart {
+                throw DissectError(image: path, .ambiguous("both a GPT and a \(fsAtStart) filesystem at the start of the image"))
+            }
+            table = .gpt
+            imageUuid = gpt.header.diskGUID
+            partitions = try gptPartitions(probe.partitions(), gpt: gpt, path: path)
+        case "dos"?:
+            if let fsAtStart {
+                throw DissectError(image: path, .ambiguous("both an MBR partition table and a \(fsAtStart) filesystem at the start of the image"))
+            }
+            table = .dos
+            imageUuid = probe.value("PTUUID").map { "0x" + $0.lowercased() }
+            partitions = try dosPartitions(probe.partitions(), size: file.size, path: path)
+        case let other?:
+            throw DissectError(image: path, .unsupportedTable(other))
+        case nil:
+            guard let fsAtStart else { throw DissectError(image: path, .unrecognised) }
+            table = nil
+            partitions = [Partition(
+                number: 0, offset: 0, size: file.size, fsType: fsAtStart,
+                fsUuid: probe.value("UUID")?.lowercased(), fsLabel: probe.value("LABEL"))]
+        }
+
+        if table != nil {
+            for i in partitions.indices {
+                let p = partitions[i]
+                switch probe.probeFilesystem(fd: file.fd, offset: p.offset, size: p.size) {
+                case .found:
+                    partitions[i].fsType = probe.value("TYPE")
+                    partitions[i].fsUuid = probe.value("UUID")?.lowercased()
+                    partitions[i].fsLabel = probe.value("LABEL")
+                case .nothing:
+                    break
+                case .ambivalent:
+                    warnings.append("partition \(p.number): several filesystem signatures that exclude each other")
+                case .failed:
+                    warnings.append("partition \(p.number): libblkid could not read it")
+                }
+            }
+        }
+
+        let selection = PartitionSelection.select(partitions, table: table)
+        for warning in warnings + selection.warnings { logger.debug("\(path): \(warning)") }
+        return DissectedImage(
+            image: path, size: file.size, sectorSize: sectorSize, partitionTable: table,
+            imageUuid: imageUuid, architecture: selection.architecture,
+            partitions: selection.partitions, warnings: warnings + selection.warnings)
+    }
+
+    /// GPT partitions as libblkid lists them, checked against imgboot's own reading of the table.
+    private static func gptPartitions(_ raw: [RawPartition], gpt: GPT, path: String) throws(DissectError) -> [Partition] {
+        let ss = UInt64(gpt.sectorSize)
+        let entries = Dictionary(uniqueKeysWithValues: gpt.entries.map { ($0.number, $0) })
+        guard raw.count == gpt.entries.count else {
+            throw DissectError(image: path, .probe(
+                "libblkid lists \(raw.count) partitions where the GPT has \(gpt.entries.count) entries"))
+        }
+        return try raw.map { r throws(DissectError) -> Partition in
+            guard let e = entries[r.number], e.firstLBA * ss == r.offset,
+                  (e.lastLBA - e.firstLBA + 1) * ss == r.size
+            else {
+                throw DissectError(image: path, .probe("libblkid and the GPT disagree about partition \(r.number)"))
+            }
+            let type = r.typeString?.lowercased()
+            return Partition(
+                number: r.number, typeUuid: type,
+                typeName: type.flatMap(PartitionType.lookup)?.name ?? type.flatMap(otherGPTTypeName),
+                uuid: r.uuid?.lowercased(), label: r.name.flatMap { $0.isEmpty ? nil : $0 },
+                offset: r.offset, size: r.size,
+                readOnly: r.flags & GPTFlags.readOnly != 0,
+                noAuto: r.flags & GPTFlags.noAuto != 0,
+                growFs: r.flags & GPTFlags.growFs != 0)
+        }
+    }
+
+    /// MBR partitions, checked for the faults libblkid lets through.
+    private static func dosPartitions(_ raw: [RawPartition], size: UInt64, path: String) throws(DissectError) -> [Partition] {
+        var problems: [String] = []
+        let data = raw.filter { !$0.isExtended }
+        for r in data where r.offset + r.size > size {
+            problems.append("partition \(r.number) ends beyond the end of the image (byte \(r.offset + r.size) of \(size))")
+        }
+        let sorted = data.sorted { ($0.offset, $0.number) < ($1.offset, $1.number) }
+        var furthest: RawPartition? = nil
+        for r in sorted {
+            if let f = furthest, r.offset < f.offset + f.size {
+                problems.append("partitions \(min(f.number, r.number)) and \(max(f.number, r.number)) overlap")
+            }
+            if furthest.map({ r.offset + r.size > $0.offset + $0.size }) ?? true { furthest = r }
+        }
+        guard problems.isEmpty else { throw DissectError(image: path, .invalidTable(problems)) }
+        return data.map { r in
+            let type = "0x" + String(r.type, radix: 16).leftPadded(to: 2)
+            return Partition(
+                number: r.number, mbrType: type, typeName: PartitionSelection.mbrTypeName(type),
+                uuid: r.uuid?.lowercased(), offset: r.offset, size: r.size,
+                bootable: r.flags & 0x80 != 0)
+        }
+    }
+
+    /// Names for a few common GPT types outside the DPS, so that `inspect` can say what they are.
+    private static func otherGPTTypeName(_ uuid: String) -> String? {
+        switch uuid {
+        case "21686148-6449-6e6f-744e-656564454649": "BIOS boot"
+        case "e6d6d379-f507-44c2-a23c-238f2a3df928": "Linux LVM"
+        case "a19d880f-05fc-4d3b-a006-743f0f84911e": "Linux RAID"
+        case "ebd0a0a2-b9e5-4433-87c0-68b6b72699c7": "Microsoft basic data"
+        case "e3c9e316-0b5c-4db8-817d-f92df00215ae": "Microsoft reserved"
+        default: nil
+        }
+    }
+}
+
+/// GPT partition attribute bits the Discoverable Partitions Specification defines.
+public enum GPTFlags {
+    public static let noAuto: UInt64 = 1 << 63
+    public static let readOnly: UInt64 = 1 << 60
+    public static let growFs: UInt64 = 1 << 59
+}
+
+extension String {
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}

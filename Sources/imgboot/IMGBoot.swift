@@ -1,0 +1,71 @@
+import ArgumentParser
+import Dissect
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct IMGBoot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "imgboot",
+        abstract: "Inspect, mount and boot raw disk images — ephemerally, without systemd or udev.",
+        discussion: """
+            Exit status: 125 when imgboot itself fails (bad image, bad option, missing \
+            privilege), after a one-line message on stderr.
+            """,
+        version: "0.1.0",
+        subcommands: [Inspect.self]
+    )
+
+    /// The exit status of imgboot's own failures, as in OCI runtimes and systemd-nspawn.
+    static let failureStatus: Int32 = 125
+
+    /// Runs the command line, mapping every failure of imgboot's own to exit status 125 with a
+    /// one-line message. Usage errors also print the usage, as swift-argument-parser does.
+    static func main() {
+        let command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+        } catch {
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            writeError(fullMessage(for: error))
+            Glibc.exit(failureStatus)
+        }
+        do {
+            var command = command
+            try command.run()
+            Glibc.exit(0)
+        } catch let status as ExitCode {
+            Glibc.exit(status.rawValue)
+        } catch let error as CustomStringConvertible {
+            writeError("imgboot: \(error.description)")
+            Glibc.exit(failureStatus)
+        } catch {
+            writeError("imgboot: \(error)")
+            Glibc.exit(failureStatus)
+        }
+    }
+}
+
+/// Writes a line to stderr, unbuffered.
+func writeError(_ text: String) {
+    var line = text
+    if !line.hasSuffix("\n") { line += "\n" }
+    var bytes = Array(line.utf8)
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { raw -> Int in
+            guard let base = raw.baseAddress else { return 0 }
+            return write(2, base + done, raw.count - done)
+        }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return }
+        done += n
+    }
+}

@@ -1,0 +1,100 @@
+import Dissect
+
+/// The human-readable form of `imgboot inspect`: a header, then a table of partitions.
+struct InspectReport {
+    let image: DissectedImage
+
+    init(_ image: DissectedImage) { self.image = image }
+
+    var text: String {
+        var out = ""
+        let table: String = switch image.partitionTable {
+        case .gpt: "GPT, \(image.sectorSize)-byte sectors"
+        case .dos: "MBR (DOS), \(image.sectorSize)-byte sectors"
+        case nil: "none (a bare filesystem image)"
+        }
+        let header: [(String, String)] = [
+            ("Image", printable(image.image)),
+            ("Size", "\(humanSize(image.size)) (\(image.size) bytes)"),
+            ("Table", table),
+            ("Disk UUID", image.imageUuid ?? "-"),
+            ("Arch", image.architecture?.rawValue ?? "-"),
+        ]
+        for (key, value) in header {
+            out += (key + ":").padding(to: 11) + value + "\n"
+        }
+        out += "\n"
+
+        var rows = [["#", "DESIGNATOR", "LABEL", "PARTITION UUID", "FS", "SIZE", "FLAGS", "MOUNT"]]
+        for p in image.partitions {
+            var flags: [String] = []
+            if p.readOnly { flags.append("ro") }
+            if p.noAuto { flags.append("no-auto") }
+            if p.growFs { flags.append("grow-fs") }
+            if p.bootable { flags.append("boot") }
+            let designator = p.designator.map { d in
+                p.architecture.map { "\(d.rawValue) (\($0.rawValue))" } ?? d.rawValue
+            } ?? p.typeName ?? p.typeUuid ?? p.mbrType ?? "-"
+            rows.append([
+                p.number == 0 ? "-" : String(p.number),
+                printable(designator),
+                printable(p.label ?? p.fsLabel ?? "-"),
+                p.uuid ?? "-",
+                printable(p.fsType ?? "-"),
+                humanSize(p.size),
+                flags.isEmpty ? "-" : flags.joined(separator: ","),
+                p.mountPoint ?? "-",
+            ])
+        }
+        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            let cells = row.enumerated().map { column, cell in
+                column == row.count - 1 ? cell : cell.padding(to: widths[column])
+            }
+            out += cells.joined(separator: "  ") + "\n"
+        }
+        for warning in image.warnings {
+            out += "\nwarning: \(printable(warning))"
+        }
+        if !image.warnings.isEmpty { out += "\n" }
+        return out
+    }
+}
+
+/// Sizes as people read them: "512 B", "24.0 MiB", "1.5 GiB".
+func humanSize(_ bytes: UInt64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var unit = 0
+    var value = Double(bytes)
+    while value >= 1024 && unit < units.count - 1 {
+        value /= 1024
+        unit += 1
+    }
+    if unit == 0 { return "\(bytes) B" }
+    let tenths = Int((value * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10) \(units[unit])"
+}
+
+/// Text from an image made safe for a terminal: control characters are shown escaped
+/// (a label must not be able to move the cursor or change colours).
+func printable(_ text: String) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars {
+        if scalar.value < 0x20 || scalar.value == 0x7F || (0x80..<0xA0).contains(scalar.value) {
+            out += "\\x" + String(scalar.value, radix: 16).leftPadded(to: 2)
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
+    }
+    return out
+}
+
+extension String {
+    func padding(to width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+
+    func leftPadded(to width: Int) -> String {
+        count >= width ? self : String(repeating: "0", count: width - count) + self
+    }
+}
