@@ -2,9 +2,14 @@
 import Glibc
 #endif
 
+/// An error of imgboot's own, whatever the stage: its description is the one line the user
+/// sees after "imgboot: ", naming the image, the partition or path, and what is wrong.
+/// Every module's error type conforms.
+public protocol IMGBootError: Error, CustomStringConvertible {}
+
 /// Why an image could not be dissected. Renders as one line that names the image and
 /// what is wrong with it: `basic.raw: partitions 1 and 2 overlap`.
-public struct DissectError: Error, CustomStringConvertible, Equatable {
+public struct DissectError: IMGBootError, Equatable {
     public enum Reason: Equatable, Sendable {
         case open(errno: Int32)
         case read(offset: UInt64, errno: Int32)

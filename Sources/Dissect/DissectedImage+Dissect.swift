@@ -40,14 +40,14 @@ extension DissectedImage {
                 throw DissectError(image: path, .probe("libblkid found a GPT that imgboot cannot read"))
             }
             if let fsAtStart {
-                throw DissectError(image: path, .ambiguous("both a GPT and a \(fsAtStart) filesystem at the start of the image"))
+                throw DissectError(image: path, .ambiguous("both a GPT and a filesystem (\(fsAtStart)) at the start of the image"))
             }
             table = .gpt
             imageUuid = gpt.header.diskGUID
             partitions = try gptPartitions(probe.partitions(), gpt: gpt, path: path)
         case "dos"?:
             if let fsAtStart {
-                throw DissectError(image: path, .ambiguous("both an MBR partition table and a \(fsAtStart) filesystem at the start of the image"))
+                throw DissectError(image: path, .ambiguous("both an MBR partition table and a filesystem (\(fsAtStart)) at the start of the image"))
             }
             table = .dos
             imageUuid = probe.value("PTUUID").map { "0x" + $0.lowercased() }

@@ -136,7 +136,7 @@ struct GPT: Equatable {
         }
         let size = header.entrySize
         guard size >= 128, size % 128 == 0, (size / 128) & (size / 128 - 1) == 0 else {
-            throw HeaderFault("has an invalid entry size (\(size) bytes; must be 128 × 2ⁿ)")
+            throw HeaderFault("has an invalid entry size (\(size) bytes; must be 128 times a power of two)")
         }
         guard UInt64(header.entryCount) * UInt64(size) <= UInt64(maxEntryArrayBytes) else {
             throw HeaderFault(

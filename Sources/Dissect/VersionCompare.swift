@@ -1,11 +1,12 @@
-/// Compares two version strings the way the UAPI Version Format Specification orders them
-/// (as systemd's `strverscmp_improved` does): numbers compare by value, letters
-/// lexicographically and below numbers, `~` sorts before everything (even the end), `-` and `^`
-/// before anything but `~` and the end, `.` before anything but those. Returns <0, 0 or >0.
+/// Compares two version strings as the UAPI Version Format Specification orders them (and
+/// systemd's `strverscmp_improved`): numbers compare by value, letters lexicographically, `~`
+/// sorts lower than anything (even the end: `1.0~rc1` < `1.0`), `-` and `.` lower than anything
+/// but `~` and the end, `^` higher. The empty string is the lowest of all. Returns <0, 0 or >0.
 ///
 /// Used to pick the newest of several root or /usr partitions by their labels
 /// (`fooOS_1.10` is newer than `fooOS_1.9`).
 public func compareVersions(_ a: String, _ b: String) -> Int {
+    if a.isEmpty || b.isEmpty { return a.isEmpty ? (b.isEmpty ? 0 : -1) : 1 }
     var x = Substring(a).utf8[...]
     var y = Substring(b).utf8[...]
     let tilde = UInt8(ascii: "~"), dash = UInt8(ascii: "-"), caret = UInt8(ascii: "^"), dot = UInt8(ascii: ".")
@@ -28,10 +29,10 @@ public func compareVersions(_ a: String, _ b: String) -> Int {
         guard let cx = x.first else { return y.isEmpty ? 0 : -1 }
         guard let cy = y.first else { return 1 }
 
-        // '-', then '^', then '.', each sorts before any other character.
-        for separator in [dash, caret, dot] {
+        // '-' sorts lower than any other character, then '^' higher, then '.' lower.
+        for (separator, lower) in [(dash, true), (caret, false), (dot, true)] {
             let xs = cx == separator, ys = cy == separator
-            if xs != ys { return xs ? -1 : 1 }
+            if xs != ys { return xs == lower ? -1 : 1 }
         }
         if cx == dash || cx == caret || cx == dot { x.removeFirst(); y.removeFirst(); continue }
 

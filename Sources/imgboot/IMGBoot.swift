@@ -22,32 +22,25 @@ struct IMGBoot: ParsableCommand {
     /// The exit status of imgboot's own failures, as in OCI runtimes and systemd-nspawn.
     static let failureStatus: Int32 = 125
 
-    /// Runs the command line, mapping every failure of imgboot's own to exit status 125 with a
-    /// one-line message. Usage errors also print the usage, as swift-argument-parser does.
+    /// Runs the command line. imgboot's own failures exit with status 125 after a one-line
+    /// message; usage errors too, after the message and usage swift-argument-parser prints.
     static func main() {
-        let command: ParsableCommand
         do {
-            command = try parseAsRoot()
-        } catch {
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-                Glibc.exit(0)
-            }
-            writeError(fullMessage(for: error))
-            Glibc.exit(failureStatus)
-        }
-        do {
-            var command = command
+            var command = try parseAsRoot()
             try command.run()
             Glibc.exit(0)
         } catch let status as ExitCode {
             Glibc.exit(status.rawValue)
-        } catch let error as CustomStringConvertible {
+        } catch let error as IMGBootError {
             writeError("imgboot: \(error.description)")
             Glibc.exit(failureStatus)
         } catch {
-            writeError("imgboot: \(error)")
+            // --help, --version, and usage errors.
+            if exitCode(for: error) == .success {
+                print(fullMessage(for: error))
+                Glibc.exit(0)
+            }
+            writeError(fullMessage(for: error))
             Glibc.exit(failureStatus)
         }
     }

@@ -1,0 +1,51 @@
+import Testing
+@testable import Dissect
+
+/// The structural checks on GPT entries, which refuse a table rather than guess.
+struct GPTCheckTests {
+    let header = GPT.Header(
+        myLBA: 1, alternateLBA: 2047, firstUsableLBA: 34, lastUsableLBA: 2014,
+        diskGUID: "00000000-0000-0000-0000-000000000000", entriesLBA: 2,
+        entryCount: 128, entrySize: 128, entriesCRC: 0)
+
+    func entry(_ n: Int, _ first: UInt64, _ last: UInt64) -> GPT.Entry {
+        GPT.Entry(number: n, typeGUID: "0fc63daf-8483-4772-8e79-3d69d8477de4",
+                  uniqueGUID: "00000000-0000-0000-0000-00000000000\(n)", firstLBA: first, lastLBA: last, attributes: 0)
+    }
+
+    func check(_ entries: [GPT.Entry]) -> [String] {
+        GPT.check(entries, header: header, sectorSize: 512, imageSize: 2048 * 512)
+    }
+
+    @Test func validTable() {
+        #expect(check([entry(1, 34, 999), entry(2, 1000, 2014)]).isEmpty)
+    }
+
+    @Test func overlap() {
+        #expect(check([entry(1, 34, 1000), entry(2, 1000, 2014)]) == ["partitions 1 and 2 overlap"])
+    }
+
+    @Test func overlapIsFoundBehindAWidePartition() {
+        #expect(check([entry(1, 34, 2000), entry(2, 100, 200), entry(3, 300, 400)])
+                == ["partitions 1 and 2 overlap", "partitions 1 and 3 overlap"])
+    }
+
+    @Test func endBeforeStart() {
+        #expect(check([entry(1, 500, 400)]) == ["partition 1 ends before it starts (LBA 500 to 400)"])
+    }
+
+    @Test func pastTheEnd() {
+        #expect(check([entry(3, 34, 4096)])
+                == ["partition 3 ends beyond the end of the image (LBA 4096; the image has 2048 sectors)"])
+    }
+
+    @Test func hugeLBADoesNotOverflow() {
+        #expect(check([entry(1, 34, .max)]).count == 1)
+        #expect(check([entry(1, .max - 1, .max)]).count == 1)
+    }
+
+    @Test func outsideTheUsableArea() {
+        #expect(check([entry(1, 2, 100)])
+                == ["partition 1 lies outside the table's usable area (LBA 34 to 2014)"])
+    }
+}
