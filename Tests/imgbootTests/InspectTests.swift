@@ -290,9 +290,14 @@ struct InspectTests {
 
     @Test(.enabled(if: Harness.isRoot, "needs root to become another user"))
     func unreadableFile() throws {
-        let path = try Harness.fixture("basic")
+        // A copy only its owner (root) can read, in a directory anyone can enter.
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("imgboot-unreadable-\(getpid())")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("basic.raw").path
+        try FileManager.default.copyItem(atPath: try Harness.fixture("basic"), toPath: path)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         let out = Harness.run(["/usr/sbin/runuser", "-u", "nobody", "--", Harness.binary, "inspect", path])
-        // The fixture cache lives in root's home, which nobody cannot enter.
         #expect(out.status == 125)
         #expect(out.stderr == "imgboot: \(path): cannot open: permission denied\n")
     }
