@@ -29,17 +29,26 @@ let package = Package(
             ]
         ),
 
+        .target(
+            name: "Mount",
+            dependencies: [
+                "Dissect", "CMount", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(
             name: "imgboot",
             dependencies: [
-                "Dissect",
+                "Dissect", "Mount",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
         .testTarget(name: "DissectTests", dependencies: ["Dissect"]),
+        .testTarget(name: "MountTests", dependencies: ["Mount"]),
         .testTarget(name: "imgbootTests", dependencies: ["Dissect"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,0 +1,55 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dissect
+
+/// Why an image could not be mounted. One line: the image, the partition or path, what failed
+/// and the errno — `basic.raw: partition 3 (srv): mount ext4 on /srv: Invalid argument`.
+public struct MountError: IMGBootError, Equatable {
+    public enum Reason: Equatable, Sendable {
+        /// Options that cannot go together, or that the image cannot satisfy.
+        case invalidOptions(String)
+        /// Nothing to mount at `/`.
+        case noRoot(String)
+        /// `--volatile=yes` on an image whose /bin is a directory.
+        case notMergedUsr
+        /// A mount point the read-only image lacks (the image is never written to create it).
+        case missingMountPoint(String)
+        case notADirectory(String)
+        /// A system call or libmount step failed.
+        case failed(operation: String, errno: Int32)
+        case other(String)
+    }
+
+    public let image: String
+    /// The partition concerned, as messages name it ("partition 3 (srv)"), if any.
+    public let partition: String?
+    public let reason: Reason
+
+    public init(image: String, partition: String? = nil, _ reason: Reason) {
+        self.image = image
+        self.partition = partition
+        self.reason = reason
+    }
+
+    public var description: String {
+        var parts = [image]
+        if let partition { parts.append(partition) }
+        parts.append(message)
+        return parts.joined(separator: ": ")
+    }
+
+    var message: String {
+        switch reason {
+        case .invalidOptions(let text): text
+        case .noRoot(let text): text
+        case .notMergedUsr:
+            "--volatile=yes needs an image with a merged /usr (/bin a symlink to usr/bin or missing), but the image's /bin is a directory"
+        case .missingMountPoint(let path):
+            "mount point \(path) does not exist in the read-only image (imgboot never writes the image to create it)"
+        case .notADirectory(let path): "mount point \(path) is not a directory"
+        case .failed(let operation, let e): "\(operation): \(String(cString: strerror(e)))"
+        case .other(let text): text
+        }
+    }
+}
