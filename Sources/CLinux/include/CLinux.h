@@ -10,6 +10,8 @@
 
 #include <stdint.h>
 
+#include "CLinuxFS.h"
+
 /// The size in bytes of the block device open at `fd` (BLKGETSIZE64).
 int imgboot_block_device_size(int fd, uint64_t *size);
 

@@ -1,0 +1,33 @@
+// CLinux, filesystem part: path resolution scoped to a directory, and the new mount API.
+// Every function returns a non-negative value on success and -1 with errno on failure.
+
+#ifndef IMGBOOT_CLINUX_FS_H
+#define IMGBOOT_CLINUX_FS_H
+
+#include <stdint.h>
+
+// open(2) flags Glibc hides without _GNU_SOURCE.
+#define IMGBOOT_O_PATH 010000000
+#define IMGBOOT_O_TMPFILE (020000000 | 0200000)
+
+// openat2(2) resolve flags (linux/openat2.h).
+#define IMGBOOT_RESOLVE_NO_XDEV 0x01
+#define IMGBOOT_RESOLVE_NO_MAGICLINKS 0x02
+#define IMGBOOT_RESOLVE_NO_SYMLINKS 0x04
+#define IMGBOOT_RESOLVE_BENEATH 0x08
+#define IMGBOOT_RESOLVE_IN_ROOT 0x10
+
+/// openat2(2): opens `path` relative to `dirfd` with `flags` (O_*) and `resolve`
+/// (IMGBOOT_RESOLVE_*). Returns the new descriptor.
+int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+
+/// fsopen(2) + fsconfig(2) + fsmount(2): a detached mount of `source` (a block device) with
+/// filesystem `fstype`, mounted read-only, nodev, nosuid, noexec, with the extra flag-style
+/// options in `flags` (a NULL-terminated list such as "norecovery", or NULL) and key=value
+/// options in `keys`/`values` (NULL-terminated, or NULL). It is attached nowhere: reach it only
+/// through the returned descriptor, and it goes away when that is closed.
+int imgboot_mount_detached_readonly(const char *source, const char *fstype,
+                                    const char *const *flags,
+                                    const char *const *keys, const char *const *values);
+
+#endif

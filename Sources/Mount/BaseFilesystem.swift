@@ -1,0 +1,58 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dissect
+
+/// The skeleton an OS expects at the top of its root, created on the fresh tmpfs root of
+/// `--volatile=yes` (only /usr comes from the image).
+enum BaseFilesystem {
+    static let directories: [(String, mode_t)] = [
+        ("etc", 0o755), ("var", 0o755), ("var/tmp", 0o1777), ("tmp", 0o1777), ("run", 0o755),
+        ("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("home", 0o755), ("srv", 0o755),
+        ("root", 0o700), ("mnt", 0o755), ("usr", 0o755),
+    ]
+
+    /// Symlinks into /usr, made only where /usr has the target.
+    static let usrLinks: [(String, String)] = [
+        ("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"),
+    ]
+
+    /// Creates the skeleton in the directory `root` (a descriptor of the tmpfs root).
+    static func create(in root: Int32, image: String) throws(MountError) {
+        for (path, mode) in directories {
+            if mkdirat(root, path, mode) != 0 && errno != EEXIST {
+                throw MountError(image: image, .failed(operation: "create /\(path) on the tmpfs root", errno: errno))
+            }
+            guard fchmodat(root, path, mode, 0) == 0 else {
+                throw MountError(image: image, .failed(operation: "set the mode of /\(path)", errno: errno))
+            }
+        }
+        for (link, target) in usrLinks {
+            var st = stat()
+            guard fstatat(root, target, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
+            if symlinkat(target, root, link) != 0 && errno != EEXIST {
+                throw MountError(image: image, .failed(operation: "create /\(link) -> \(target)", errno: errno))
+            }
+        }
+    }
+}
+
+/// Small directory helpers.
+enum Directory {
+    /// Removes `path` and the empty directories below it, depth first. Stops at anything that is
+    /// not an empty directory (which then stays, as does its parent): never removes a file, and
+    /// never descends into a mount (rmdir of a mount point fails with EBUSY).
+    static func removeEmptyTree(_ path: String) {
+        if let dir = opendir(path) {
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name == "." || name == ".." { continue }
+                if entry.pointee.d_type == UInt8(DT_DIR) { removeEmptyTree(path + "/" + name) }
+            }
+            closedir(dir)
+        }
+        rmdir(path)
+    }
+}

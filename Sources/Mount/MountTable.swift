@@ -1,0 +1,81 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The mount table of the calling process's mount namespace (/proc/self/mountinfo).
+public struct MountTable {
+    public struct Entry: Equatable, Sendable {
+        public var id: Int
+        public var parent: Int
+        public var mountPoint: String
+        public var fsType: String
+        public var source: String
+        public var options: String
+    }
+
+    public var entries: [Entry]
+
+    /// Reads the table now.
+    public static func current() -> MountTable {
+        MountTable(parsing: readFile("/proc/self/mountinfo") ?? "")
+    }
+
+    /// Parses mountinfo text (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPER`.
+    public init(parsing text: String) {
+        entries = text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            guard fields.count >= 10, let dash = fields.firstIndex(of: "-"), dash + 2 < fields.count,
+                  let id = Int(fields[0]), let parent = Int(fields[1])
+            else { return nil }
+            return Entry(id: id, parent: parent, mountPoint: MountTable.unescape(fields[4]),
+                         fsType: fields[dash + 1], source: MountTable.unescape(fields[dash + 2]), options: fields[5])
+        }
+    }
+
+    /// Mounts at `dir` or below it, deepest (most recently stacked) first: the order to unmount.
+    public func mounts(atOrBelow dir: String) -> [Entry] {
+        let base = dir.hasSuffix("/") && dir.count > 1 ? String(dir.dropLast()) : dir
+        let inside = entries.enumerated().filter { _, e in
+            e.mountPoint == base || e.mountPoint.hasPrefix(base == "/" ? "/" : base + "/")
+        }
+        return inside.sorted { a, b in
+            let (da, db) = (a.element.mountPoint.split(separator: "/").count, b.element.mountPoint.split(separator: "/").count)
+            return da != db ? da > db : a.offset > b.offset
+        }.map(\.element)
+    }
+
+    /// mountinfo escapes space, tab, newline and backslash as \ooo.
+    static func unescape(_ field: String) -> String {
+        guard field.contains("\\") else { return field }
+        var bytes: [UInt8] = []
+        let raw = Array(field.utf8)
+        var i = 0
+        while i < raw.count {
+            if raw[i] == UInt8(ascii: "\\"), i + 3 < raw.count,
+               let value = UInt8(String(decoding: raw[(i + 1)...(i + 3)], as: UTF8.self), radix: 8) {
+                bytes.append(value)
+                i += 4
+            } else {
+                bytes.append(raw[i])
+                i += 1
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// The whole of a (small, kernel-generated) file, or nil.
+func readFile(_ path: String) -> String? {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var data: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { raw in read(fd, raw.baseAddress, raw.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { break }
+        data.append(contentsOf: buffer[0..<n])
+    }
+    return String(decoding: data, as: UTF8.self)
+}

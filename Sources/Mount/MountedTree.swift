@@ -1,0 +1,262 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Dissect
+import Logging
+
+/// An image's tree, mounted by applying a `MountPlan`. Everything that goes into the tree is
+/// looked up inside the tree (`TreePath`); scratch mounts ("staging") live outside it in a
+/// private directory and are detached before `apply` returns, so the tree is all that remains.
+public final class MountedTree {
+    /// The directory the tree is mounted on.
+    public let root: String
+    /// Optional steps that failed (an ESP the kernel cannot mount), as lines for the user.
+    public private(set) var warnings: [String] = []
+
+    private let image: String
+    private let logger: Logger
+    private var stagingDir: String?
+    /// Mounts made so far, in order: undone in reverse if a later step fails.
+    private var made: [String] = []
+
+    private init(root: String, image: String, logger: Logger) {
+        self.root = root
+        self.image = image
+        self.logger = logger
+    }
+
+    /// Mounts the tree `plan` describes on the existing directory `root`, with `devices` giving
+    /// the loop device of each attached partition. If a step fails, everything done so far is
+    /// undone before the error is thrown.
+    public static func apply(
+        _ plan: MountPlan, image: DissectedImage, devices: [Int: String], at root: String,
+        logger: Logger = Logger(label: "imgboot.mount")
+    ) throws(MountError) -> MountedTree {
+        let tree = MountedTree(root: root, image: image.image, logger: logger)
+        do {
+            try tree.run(plan, devices: devices)
+        } catch {
+            tree.rollback()
+            throw error
+        }
+        tree.removeStaging()
+        return tree
+    }
+
+    private func run(_ plan: MountPlan, devices: [Int: String]) throws(MountError) {
+        var skipped: Set<String> = []
+        for step in plan.steps {
+            if let name = step.partition, skipped.contains(name) { continue }
+            do {
+                try perform(step, devices: devices)
+            } catch where step.optional {
+                let name = step.partition ?? "\(step.target)"
+                warnings.append("\(name) is not mounted: \(error.message)")
+                logger.warning("\(image): \(name) is not mounted: \(error.message)")
+                skipped.insert(name)
+            }
+        }
+    }
+
+    private func perform(_ step: MountPlan.Step, devices: [Int: String]) throws(MountError) {
+        let options = step.options.joined(separator: ",")
+        switch step.action {
+        case .partition(let number, let fsType):
+            guard let device = devices[number] else {
+                throw MountError(image: image, partition: step.partition, .other("no loop device attached"))
+            }
+            let target = try open(step.target, create: true, partition: step.partition)
+            logger.debug("mount \(device) (\(fsType), \(options)) on \(step.target)")
+            try mount(source: device, on: target, fsType: fsType, options: options, step: step,
+                      what: "mount \(fsType) on \(step.target)")
+
+        case .tmpfs:
+            let target = try open(step.target, create: true, partition: step.partition)
+            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: options, step: step,
+                      what: "mount tmpfs on \(step.target)")
+
+        case .overlay(let lower, let upper, let work):
+            let target = try open(step.target, create: true, partition: step.partition)
+            let layers = "lowerdir=\(try stagingPath(lower)),upperdir=\(try stagingPath(upper)),workdir=\(try stagingPath(work))"
+            try mount(source: "overlay", on: target, fsType: "overlay", options: layers + (options.isEmpty ? "" : "," + options),
+                      step: step, what: "mount overlay on \(step.target)")
+
+        case .bind(let sourcePlace):
+            let source = try open(sourcePlace, create: false, partition: step.partition)
+            let target = try open(step.target, create: true, partition: step.partition)
+            guard Glibc.mount(source.procPath, target.procPath, nil, UInt(MS_BIND), nil) == 0 else {
+                throw MountError(image: image, partition: step.partition, .failed(operation: "bind \(sourcePlace) on \(step.target)", errno: errno))
+            }
+            made.append(target.path == "/" ? root : try absolutePath(step.target))
+            if step.readOnly {
+                // Remount through a fresh descriptor: the old one is the directory *under* the bind.
+                let mounted = try open(step.target, create: false, partition: step.partition)
+                let flags = UInt(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
+                guard Glibc.mount(nil, mounted.procPath, nil, flags, nil) == 0 else {
+                    throw MountError(image: image, partition: step.partition, .failed(operation: "make \(step.target) read-only", errno: errno))
+                }
+            }
+
+        case .makeDirectory(let mode, let like):
+            try makeDirectory(step.target, mode: mode, like: like, partition: step.partition)
+
+        case .requireMergedUsr:
+            let top = try open(step.target, create: false, partition: step.partition)
+            var st = stat()
+            if fstatat(top.fd, "bin", &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+                throw MountError(image: image, .notMergedUsr)
+            }
+            do {
+                _ = try TreePath(root: top.fd, path: "/usr")
+            } catch {
+                throw MountError(image: image, .other("--volatile=yes needs the image's /usr, but \(describe(error))"))
+            }
+
+        case .baseFilesystem:
+            let top = try open(step.target, create: false, partition: step.partition)
+            try BaseFilesystem.create(in: top.fd, image: image)
+
+        case .detach:
+            let path = try absolutePath(step.target)
+            guard umount2(path, Int32(MNT_DETACH)) == 0 else {
+                throw MountError(image: image, partition: step.partition, .failed(operation: "detach \(step.target)", errno: errno))
+            }
+            made.removeAll { $0 == path }
+        }
+    }
+
+    private func mount(source: String, on target: borrowing TreePath, fsType: String, options: String,
+                       step: MountPlan.Step, what: String) throws(MountError) {
+        if let failure = LibMount.mount(source: source, target: target.procPath, fsType: fsType, options: options) {
+            throw MountError(image: image, partition: step.partition, .failed(operation: what, errno: failure.errno))
+        }
+        made.append(try absolutePath(step.target))
+    }
+
+    // MARK: Places
+
+    /// The absolute host path of a place; for tree places only used to unmount, never to mount.
+    private func absolutePath(_ place: MountPlan.Place) throws(MountError) -> String {
+        switch place {
+        case .tree(let path): path == "/" ? root : root + path
+        case .staging: try stagingPath(place)
+        }
+    }
+
+    private func stagingPath(_ place: MountPlan.Place) throws(MountError) -> String {
+        guard case .staging(let relative) = place else { return root }
+        if stagingDir == nil {
+            var template = Array("/tmp/imgboot-staging.XXXXXX".utf8CString)
+            guard template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap(mkdtemp) }) != nil else {
+                throw MountError(image: image, .failed(operation: "create a staging directory in /tmp", errno: errno))
+            }
+            stagingDir = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        return (stagingDir ?? "") + "/" + relative
+    }
+
+    /// Opens a place as a directory. Tree places resolve inside the tree; a missing one is
+    /// created when `create` is set and its parent lies on a writable mount (a tmpfs of
+    /// imgboot's own, an overlay in RAM, or the image in mode `no`), and refused otherwise.
+    /// Staging places are imgboot's own directories; below their first component (a mounted
+    /// image), they resolve inside that image.
+    private func open(_ place: MountPlan.Place, create: Bool, partition: String?) throws(MountError) -> TreePath {
+        switch place {
+        case .tree(let path):
+            let top = try openDirectory(root, partition: partition)
+            defer { close(top) }
+            return try resolve(path, below: top, create: create, partition: partition)
+        case .staging(let relative):
+            let components = relative.split(separator: "/", maxSplits: 1).map(String.init)
+            let base = try stagingPath(.staging(components[0]))
+            if components.count == 1 && create && access(base, F_OK) != 0 && mkdir(base, 0o755) != 0 {
+                throw MountError(image: image, partition: partition, .failed(operation: "mkdir \(place)", errno: errno))
+            }
+            let top = try openDirectory(base, partition: partition)
+            defer { close(top) }
+            return try resolve(components.count > 1 ? "/" + components[1] : "/", below: top, create: create, partition: partition)
+        }
+    }
+
+    private func resolve(_ path: String, below top: Int32, create: Bool, partition: String?) throws(MountError) -> TreePath {
+        do {
+            return try TreePath(root: top, path: path)
+        } catch where error.errno == ENOENT && create && path != "/" {
+            let parentPath = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+            let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.startIndex)...])
+            let parent: TreePath
+            do { parent = try TreePath(root: top, path: parentPath.isEmpty ? "/" : parentPath) } catch {
+                throw MountError(image: image, partition: partition, .other(describe(error)))
+            }
+            if parent.isOnReadOnlyMount { throw MountError(image: image, partition: partition, .missingMountPoint(path)) }
+            guard mkdirat(parent.fd, name, 0o755) == 0 || errno == EEXIST else {
+                throw MountError(image: image, partition: partition, .failed(operation: "create mount point \(path)", errno: errno))
+            }
+            do { return try TreePath(root: top, path: path) } catch {
+                throw MountError(image: image, partition: partition, .other(describe(error)))
+            }
+        } catch {
+            throw MountError(image: image, partition: partition, .other(describe(error)))
+        }
+    }
+
+    private func openDirectory(_ path: String, partition: String?) throws(MountError) -> Int32 {
+        let fd = Glibc.open(path, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            throw MountError(image: image, partition: partition, .failed(operation: "open \(path)", errno: errno))
+        }
+        return fd
+    }
+
+    private func describe(_ error: ResolveError) -> String {
+        switch error.errno {
+        case ENOENT: "\(error.path) does not exist in the image"
+        case ENOTDIR: "mount point \(error.path) is not a directory"
+        case ELOOP: "mount point \(error.path) is a symlink loop"
+        case EXDEV: "mount point \(error.path) points outside the image"
+        default: "cannot open \(error.path): \(String(cString: strerror(error.errno)))"
+        }
+    }
+
+    private func makeDirectory(_ place: MountPlan.Place, mode: UInt32, like: MountPlan.Place?, partition: String?) throws(MountError) {
+        let dir = try open(place, create: true, partition: partition)
+        // The mode is set explicitly: mkdir's is filtered by the umask (1777 would become 1755).
+        var st = stat()
+        if let like {
+            let model = try open(like, create: false, partition: partition)
+            guard fstat(model.fd, &st) == 0 else {
+                throw MountError(image: image, partition: partition, .failed(operation: "stat \(like)", errno: errno))
+            }
+        } else {
+            st.st_mode = mode
+            st.st_uid = 0
+            st.st_gid = 0
+        }
+        // fchmod/fchown do not work on O_PATH descriptors; go through the descriptor's proc path.
+        guard chmod(dir.procPath, st.st_mode & 0o7777) == 0, chown(dir.procPath, st.st_uid, st.st_gid) == 0 else {
+            throw MountError(image: image, partition: partition, .failed(operation: "set the mode of \(place)", errno: errno))
+        }
+    }
+
+    // MARK: Undo
+
+    /// Undoes what a failed `apply` did: every mount detached, the staging directory removed.
+    private func rollback() {
+        for path in made.reversed() where umount2(path, Int32(MNT_DETACH)) != 0 {
+            logger.debug("rollback: cannot detach \(path): \(String(cString: strerror(errno)))")
+        }
+        made.removeAll()
+        removeStaging()
+    }
+
+    /// Removes the staging directory and what it holds (only empty directories: every staging
+    /// mount has been detached by then).
+    private func removeStaging() {
+        guard let dir = stagingDir else { return }
+        for path in made where path.hasPrefix(dir + "/") { _ = umount2(path, Int32(MNT_DETACH)) }
+        made.removeAll { $0.hasPrefix(dir + "/") }
+        Directory.removeEmptyTree(dir)
+        stagingDir = nil
+    }
+}

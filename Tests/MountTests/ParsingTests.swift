@@ -1,0 +1,54 @@
+import Testing
+@testable import Mount
+
+struct OSReleaseTests {
+    @Test func typicalFile() {
+        let text = """
+            PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
+            NAME="Debian GNU/Linux"
+            VERSION_ID="12"
+            ID=debian
+            # a comment
+            HOME_URL='https://www.debian.org/'
+            """
+        let parsed = OSRelease.parse(text)
+        #expect(parsed.map(\.key) == ["PRETTY_NAME", "NAME", "VERSION_ID", "ID", "HOME_URL"])
+        #expect(parsed.map(\.value) == ["Debian GNU/Linux 12 (bookworm)", "Debian GNU/Linux", "12", "debian", "https://www.debian.org/"])
+    }
+
+    @Test func escapesAndOddLines() {
+        let parsed = OSRelease.parse("A=\"x \\\"y\\\" \\$z \\n\"\n=nokey\n9BAD=1\nBROKEN=\"open\nB=plain value\nA=again\n  C = 1\n")
+        #expect(parsed.map(\.key) == ["B", "A"])
+        #expect(parsed.first { $0.key == "B" }?.value == "plain")
+        #expect(parsed.first { $0.key == "A" }?.value == "again")
+    }
+
+    @Test func controlCharactersAreKeptForTheCallerToEscape() {
+        #expect(OSRelease.parse("NAME=\"a\u{1b}[31mb\"").first?.value == "a\u{1b}[31mb")
+    }
+}
+
+struct MountTableTests {
+    let text = """
+        22 27 0:21 / /proc rw,relatime - proc proc rw
+        27 1 254:0 / / rw,relatime - ext4 /dev/vda rw
+        100 27 7:0 / /mnt/img rw,relatime shared:5 - ext4 /dev/loop0 rw
+        101 100 7:1 / /mnt/img/home rw,relatime - ext4 /dev/loop1 rw
+        102 100 7:2 / /mnt/img/srv ro,relatime - ext4 /dev/loop2 ro
+        103 27 0:50 / /mnt/img\\040two rw - tmpfs tmpfs rw
+        104 27 0:51 / /mnt/imgx rw - tmpfs tmpfs rw
+        """
+
+    @Test func parsesEveryLine() {
+        let table = MountTable(parsing: text)
+        #expect(table.entries.count == 7)
+        #expect(table.entries[2] == .init(id: 100, parent: 27, mountPoint: "/mnt/img", fsType: "ext4", source: "/dev/loop0", options: "rw,relatime"))
+        #expect(table.entries[5].mountPoint == "/mnt/img two")
+    }
+
+    @Test func mountsBelowADirectoryDeepestFirst() {
+        let mounts = MountTable(parsing: text).mounts(atOrBelow: "/mnt/img")
+        #expect(mounts.map(\.mountPoint) == ["/mnt/img/srv", "/mnt/img/home", "/mnt/img"])
+        #expect(MountTable(parsing: text).mounts(atOrBelow: "/mnt/img/").count == 3)
+    }
+}
