@@ -37,6 +37,14 @@ let package = Package(
             ]
         ),
 
+        .target(
+            name: "Boot",
+            dependencies: [
+                "Dissect", "Mount", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(
             name: "imgboot",

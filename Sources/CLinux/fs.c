@@ -6,7 +6,10 @@
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <stddef.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
@@ -44,4 +47,13 @@ fail:
     close(fs);
     errno = saved;
     return -1;
+}
+
+uint64_t imgboot_makedev(unsigned major, unsigned minor) { return makedev(major, minor); }
+
+int imgboot_is_cgroup2(const char *path) {
+    struct statfs fs;
+    if (statfs(path, &fs) < 0)
+        return -1;
+    return fs.f_type == CGROUP2_SUPER_MAGIC;
 }

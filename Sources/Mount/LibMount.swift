@@ -7,9 +7,9 @@ import CMount
 /// filesystem type always explicit, no mount helpers (/sbin/mount.*), no utab, and the target
 /// taken literally (never canonicalised: it is usually `/proc/self/fd/N`, which must not be
 /// turned back into a path string an image symlink could redirect).
-enum LibMount {
+public enum LibMount {
     /// Returns nil on success, or the errno and libmount's message.
-    static func mount(source: String, target: String, fsType: String?, options: String?, flags: UInt = 0) -> (errno: Int32, message: String)? {
+    public static func mount(source: String, target: String, fsType: String?, options: String?, flags: UInt = 0) -> (errno: Int32, message: String)? {
         guard let cxt = mnt_new_context() else { return (ENOMEM, "cannot allocate a libmount context") }
         defer { mnt_free_context(cxt) }
         mnt_context_disable_helpers(cxt, 1)

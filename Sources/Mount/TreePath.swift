@@ -7,16 +7,19 @@ import CLinux
 /// (`openat2` with RESOLVE_IN_ROOT): a symlink in the image (`/home -> /etc`,
 /// `/srv -> ../../../tmp`) resolves within the tree and can never lead outside it. Mounts go
 /// through `/proc/self/fd/N` of the descriptor, so nothing is looked up again by name.
-struct TreePath: ~Copyable {
-    let fd: Int32
+public struct TreePath: ~Copyable {
+    public let fd: Int32
     /// The path inside the tree, for messages.
-    let path: String
+    public let path: String
 
     /// Opens `path` (absolute within the tree) below the tree's root directory `root`.
-    init(root: Int32, path: String) throws(ResolveError) {
+    /// A symlink at the end is followed (inside the tree) unless `followFinal` is false, in
+    /// which case it is refused with ELOOP: API filesystems (/proc, /dev, …) only go on real
+    /// directories. `kind` is the file type required (S_IFDIR by default; nil for any).
+    public init(root: Int32, path: String, followFinal: Bool = true, kind: mode_t? = S_IFDIR) throws(ResolveError) {
         let relative = path.drop { $0 == "/" }
-        let fd = imgboot_openat2(root, relative.isEmpty ? "." : String(relative),
-                                 UInt64(IMGBOOT_O_PATH | O_CLOEXEC), 0,
+        let flags = IMGBOOT_O_PATH | O_CLOEXEC | (followFinal ? 0 : O_NOFOLLOW)
+        let fd = imgboot_openat2(root, relative.isEmpty ? "." : String(relative), UInt64(flags), 0,
                                  UInt64(IMGBOOT_RESOLVE_IN_ROOT | IMGBOOT_RESOLVE_NO_MAGICLINKS))
         guard fd >= 0 else { throw ResolveError(path: path, errno: errno) }
         var st = stat()
@@ -25,9 +28,9 @@ struct TreePath: ~Copyable {
             close(fd)
             throw ResolveError(path: path, errno: e)
         }
-        guard st.st_mode & S_IFMT == S_IFDIR else {
+        if let kind, st.st_mode & S_IFMT != kind {
             close(fd)
-            throw ResolveError(path: path, errno: ENOTDIR)
+            throw ResolveError(path: path, errno: st.st_mode & S_IFMT == S_IFLNK ? ELOOP : (kind == S_IFDIR ? ENOTDIR : EINVAL))
         }
         self.fd = fd
         self.path = path
@@ -35,17 +38,17 @@ struct TreePath: ~Copyable {
 
     deinit { close(fd) }
 
-    /// The name the kernel resolves to this very directory.
-    var procPath: String { "/proc/self/fd/\(fd)" }
+    /// The name the kernel resolves to this very file.
+    public var procPath: String { "/proc/self/fd/\(fd)" }
 
-    /// Whether the directory lies on a read-only mount.
-    var isOnReadOnlyMount: Bool {
+    /// Whether the file lies on a read-only mount.
+    public var isOnReadOnlyMount: Bool {
         var s = statvfs()
         return fstatvfs(fd, &s) == 0 && (s.f_flag & UInt(ST_RDONLY)) != 0
     }
 }
 
-struct ResolveError: Error {
-    let path: String
-    let errno: Int32
+public struct ResolveError: Error {
+    public let path: String
+    public let errno: Int32
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "CLinuxFS.h"
+#include "CLinuxContainer.h"
 
 /// The size in bytes of the block device open at `fd` (BLKGETSIZE64).
 int imgboot_block_device_size(int fd, uint64_t *size);

@@ -30,4 +30,10 @@ int imgboot_mount_detached_readonly(const char *source, const char *fstype,
                                     const char *const *flags,
                                     const char *const *keys, const char *const *values);
 
+/// makedev(3), which is a macro.
+uint64_t imgboot_makedev(unsigned major, unsigned minor);
+
+/// 1 when `path` is the root of a cgroup2 filesystem, 0 when not, -1 with errno on failure.
+int imgboot_is_cgroup2(const char *path);
+
 #endif

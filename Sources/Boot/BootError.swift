@@ -1,0 +1,24 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dissect
+
+/// Why a container could not be set up or run. One line: the image (or machine), what failed,
+/// and the errno — `basic.raw: container setup: mount proc on /proc: Permission denied`.
+public struct BootError: IMGBootError, Equatable {
+    public let image: String
+    public let operation: String
+    public let errno: Int32?
+
+    public init(image: String, _ operation: String, errno: Int32? = nil) {
+        self.image = image
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var description: String {
+        var text = "\(image): \(operation)"
+        if let errno { text += ": " + String(cString: strerror(errno)) }
+        return text
+    }
+}

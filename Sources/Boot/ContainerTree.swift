@@ -1,0 +1,296 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Logging
+import Mount
+
+/// The parts of a container's tree that imgboot adds around the image, prepared by the parent
+/// in its private mount namespace before the child starts: a tmpfs /dev with the device nodes
+/// a container may use and no others, devpts, /dev/shm, /run (with /run/host/notify), /tmp,
+/// the host's resolv.conf and timezone, and the user's bind mounts. (What belongs to the new
+/// namespaces — /proc, /sys, cgroup2, mqueue — the child mounts itself.)
+///
+/// Every path is looked up inside the tree; the API mount points must be real directories, so
+/// an image whose /dev is a symlink is refused rather than followed.
+struct ContainerTree {
+    let root: String
+    let image: String
+    let logger: Logger
+
+    /// A bind mount from the host: `--bind=SRC[:DST[:ro]]`, `--bind-ro=`.
+    struct Bind: Sendable, Equatable {
+        var source: String
+        var target: String
+        var readOnly: Bool
+    }
+
+    /// What the parent keeps from the preparation.
+    struct Prepared: ~Copyable {
+        /// The notify socket, bound at /run/host/notify in the tree.
+        var notify: Int32
+    }
+
+    static let devices: [(name: String, major: UInt32, minor: UInt32)] = [
+        ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
+    ]
+
+    func prepare(binds: [Bind], shareNetwork: Bool, volatileEtc: Bool) throws(BootError) -> Prepared {
+        let top = try openRoot()
+        defer { close(top) }
+
+        // /dev
+        try mount("tmpfs", fsType: "tmpfs", at: "/dev", options: "mode=0755,size=4m,nr_inodes=64k", flags: UInt(MS_NOSUID | MS_NOEXEC), top: top)
+        let dev = try resolve("/dev", top: top)
+        for d in Self.devices {
+            guard mknodat(dev.fd, d.name, S_IFCHR | 0o666, dev_t(imgboot_makedev(d.major, d.minor))) == 0 else {
+                throw BootError(image: image, "create /dev/\(d.name)", errno: errno)
+            }
+            _ = fchmodat(dev.fd, d.name, 0o666, 0)
+        }
+        for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)] as [(String, mode_t)] {
+            guard mkdirat(dev.fd, name, mode) == 0, fchmodat(dev.fd, name, mode, 0) == 0 else {
+                throw BootError(image: image, "create /dev/\(name)", errno: errno)
+            }
+        }
+        for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                               ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+            guard symlinkat(target, dev.fd, link) == 0 else { throw BootError(image: image, "create /dev/\(link)", errno: errno) }
+        }
+        let console = openat(dev.fd, "console", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
+        guard console >= 0 else { throw BootError(image: image, "create /dev/console", errno: errno) }
+        close(console)
+        try mount("devpts", fsType: "devpts", at: "/dev/pts", options: "newinstance,ptmxmode=0666,mode=0620,gid=5",
+                  flags: UInt(MS_NOSUID | MS_NOEXEC), top: top)
+        try mount("tmpfs", fsType: "tmpfs", at: "/dev/shm", options: "mode=1777,size=25%,nr_inodes=1m",
+                  flags: UInt(MS_NOSUID | MS_NODEV), top: top)
+
+        // /run, /tmp
+        try mount("tmpfs", fsType: "tmpfs", at: "/run", options: "mode=0755,size=20%,nr_inodes=800k",
+                  flags: UInt(MS_NOSUID | MS_NODEV), top: top)
+        try mount("tmpfs", fsType: "tmpfs", at: "/tmp", options: "mode=1777,size=25%,nr_inodes=1m",
+                  flags: UInt(MS_NOSUID | MS_NODEV), top: top)
+        let run = try resolve("/run", top: top)
+        guard mkdirat(run.fd, "host", 0o755) == 0 else { throw BootError(image: image, "create /run/host", errno: errno) }
+        let host = try resolve("/run/host", top: top)
+        try writeFile(in: host.fd, "container-manager", "imgboot\n")
+        let notify = try bindNotifySocket(in: host)
+
+        // The host's DNS configuration (a private copy: the container cannot write the host's)
+        // and timezone.
+        if shareNetwork, let resolv = readHostFile("/etc/resolv.conf") {
+            try provide(resolv, as: "/etc/resolv.conf", copyName: "resolv.conf", host: host, top: top, volatileEtc: volatileEtc)
+        }
+        if let zone = readHostFile("/etc/localtime") {
+            try provide(zone, as: "/etc/localtime", copyName: "localtime", host: host, top: top, volatileEtc: volatileEtc)
+        }
+
+        for bind in binds { try bindFromHost(bind, top: top) }
+        return Prepared(notify: notify)
+    }
+
+    // MARK: Pieces
+
+    private func openRoot() throws(BootError) -> Int32 {
+        let fd = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw BootError(image: image, "open the container's tree \(root)", errno: errno) }
+        return fd
+    }
+
+    private func resolve(_ path: String, top: Int32, followFinal: Bool = false) throws(BootError) -> TreePath {
+        do {
+            return try TreePath(root: top, path: path, followFinal: followFinal)
+        } catch {
+            let what: String = switch error.errno {
+            case ENOENT: "the image has no \(path) directory"
+            case ELOOP: "the image's \(path) is a symlink; imgboot mounts \(path) only on a real directory"
+            case ENOTDIR: "the image's \(path) is not a directory"
+            default: "cannot open \(path) in the image: \(String(cString: strerror(error.errno)))"
+            }
+            throw BootError(image: image, what)
+        }
+    }
+
+    /// Mounts a filesystem on a directory of the tree (creating it on a writable tree).
+    private func mount(_ source: String, fsType: String, at path: String, options: String, flags: UInt, top: Int32) throws(BootError) {
+        let target: TreePath
+        do {
+            target = try TreePath(root: top, path: path, followFinal: false)
+        } catch where error.errno == ENOENT {
+            try createDirectory(path, top: top)
+            target = try resolve(path, top: top)
+        } catch {
+            target = try resolve(path, top: top)
+        }
+        if let failure = LibMount.mount(source: source, target: target.procPath, fsType: fsType, options: options, flags: flags) {
+            throw BootError(image: image, "mount \(fsType) on \(path)", errno: failure.errno)
+        }
+    }
+
+    /// A missing API mount point: made when its parent is writable (a tmpfs root, an overlay in
+    /// RAM, a writable image), refused on a read-only image.
+    private func createDirectory(_ path: String, top: Int32) throws(BootError) {
+        let slash = path.lastIndex(of: "/") ?? path.startIndex
+        let parentPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
+        let name = String(path[path.index(after: slash)...])
+        let parent = try resolve(parentPath, top: top, followFinal: true)
+        if parent.isOnReadOnlyMount {
+            throw BootError(image: image, "the read-only image has no \(path) directory (imgboot never writes the image to create it)")
+        }
+        guard mkdirat(parent.fd, name, 0o755) == 0 || errno == EEXIST else {
+            throw BootError(image: image, "create \(path)", errno: errno)
+        }
+    }
+
+    private func bindNotifySocket(in host: borrowing TreePath) throws(BootError) -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw BootError(image: image, "create the notify socket", errno: errno) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let path = Array("\(host.procPath)/notify".utf8)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.prefix(raw.count - 1).enumerated() { raw[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else {
+            let e = errno
+            close(fd)
+            throw BootError(image: image, "bind the notify socket /run/host/notify", errno: e)
+        }
+        var on: Int32 = 1
+        _ = setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, socklen_t(MemoryLayout<Int32>.size))
+        return fd
+    }
+
+    private func writeFile(in dir: Int32, _ name: String, _ content: [UInt8], mode: mode_t = 0o644) throws(BootError) {
+        let fd = openat(dir, name, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw BootError(image: image, "create \(name)", errno: errno) }
+        defer { close(fd) }
+        var done = 0
+        while done < content.count {
+            let n = content.withUnsafeBytes { write(fd, $0.baseAddress! + done, content.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw BootError(image: image, "write \(name)", errno: errno) }
+            done += n
+        }
+    }
+
+    private func writeFile(in dir: Int32, _ name: String, _ content: String) throws(BootError) {
+        try writeFile(in: dir, name, Array(content.utf8))
+    }
+
+    /// Puts a copy of a host file at `path` in the container, without writing the image: on a
+    /// volatile /etc (tmpfs or overlay in RAM) as a file of its own; otherwise as a read-only bind
+    /// of a copy in /run/host over the image's own regular file. An image whose file is a
+    /// symlink (managed by the OS itself, e.g. systemd-resolved) or missing on a read-only tree
+    /// keeps what it has.
+    private func provide(_ content: [UInt8], as path: String, copyName: String, host: borrowing TreePath, top: Int32, volatileEtc: Bool) throws(BootError) {
+        guard let etc = try? TreePath(root: top, path: "/etc") else { return }  // no /etc: nothing expects the file
+        let name = String(path.split(separator: "/").last ?? "")
+        var st = stat()
+        let exists = fstatat(etc.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0
+        if volatileEtc && !etc.isOnReadOnlyMount {
+            if exists && st.st_mode & S_IFMT == S_IFDIR { return }
+            if exists { _ = unlinkat(etc.fd, name, 0) }
+            try writeFile(in: etc.fd, name, content)
+            return
+        }
+        guard exists && st.st_mode & S_IFMT == S_IFREG else {
+            logger.debug("\(path): \(exists ? "not a regular file" : "missing") in the image; left as it is")
+            return
+        }
+        try writeFile(in: host.fd, copyName, content)
+        let source = try file("/run/host/\(copyName)", top: top)
+        let target = try file(path, top: top)
+        try bindReadOnly(source.procPath, on: target, path: path, top: top, kind: S_IFREG)
+    }
+
+    /// `--bind`/`--bind-ro`: a host path at a path in the tree (created on a writable tree).
+    private func bindFromHost(_ bind: Bind, top: Int32) throws(BootError) {
+        var st = stat()
+        guard stat(bind.source, &st) == 0 else { throw BootError(image: image, "--bind source \(bind.source)", errno: errno) }
+        let isDirectory = st.st_mode & S_IFMT == S_IFDIR
+        let source = open(bind.source, Int32(IMGBOOT_O_PATH) | O_CLOEXEC)
+        guard source >= 0 else { throw BootError(image: image, "--bind source \(bind.source)", errno: errno) }
+        defer { close(source) }
+        let kind: mode_t = isDirectory ? S_IFDIR : S_IFREG
+        let target: TreePath
+        do {
+            target = try TreePath(root: top, path: bind.target, kind: kind)
+        } catch where error.errno == ENOENT {
+            if isDirectory {
+                try createDirectory(bind.target, top: top)
+            } else {
+                try createFile(bind.target, top: top)
+            }
+            do { target = try TreePath(root: top, path: bind.target, kind: kind) } catch {
+                throw BootError(image: image, "--bind target \(bind.target)", errno: error.errno)
+            }
+        } catch {
+            throw BootError(image: image, "--bind target \(bind.target)", errno: error.errno)
+        }
+        guard Glibc.mount("/proc/self/fd/\(source)", target.procPath, nil, UInt(MS_BIND | MS_REC), nil) == 0 else {
+            throw BootError(image: image, "bind \(bind.source) on \(bind.target)", errno: errno)
+        }
+        if bind.readOnly {
+            let mounted: TreePath
+            do { mounted = try TreePath(root: top, path: bind.target, kind: kind) } catch {
+                throw BootError(image: image, "--bind target \(bind.target)", errno: error.errno)
+            }
+            guard Glibc.mount(nil, mounted.procPath, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil) == 0 else {
+                throw BootError(image: image, "make \(bind.target) read-only", errno: errno)
+            }
+        }
+    }
+
+    private func createFile(_ path: String, top: Int32) throws(BootError) {
+        let slash = path.lastIndex(of: "/") ?? path.startIndex
+        let parentPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
+        let parent = try resolve(parentPath, top: top, followFinal: true)
+        if parent.isOnReadOnlyMount {
+            throw BootError(image: image, "the read-only image has no \(path) (imgboot never writes the image to create it)")
+        }
+        let fd = openat(parent.fd, String(path[path.index(after: slash)...]), O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { throw BootError(image: image, "create \(path)", errno: errno) }
+        close(fd)
+    }
+
+    private func file(_ path: String, top: Int32) throws(BootError) -> TreePath {
+        do {
+            return try TreePath(root: top, path: path, followFinal: false, kind: S_IFREG)
+        } catch {
+            throw BootError(image: image, "open \(path)", errno: error.errno)
+        }
+    }
+
+    private func bindReadOnly(_ source: String, on target: borrowing TreePath, path: String, top: Int32, kind: mode_t) throws(BootError) {
+        guard Glibc.mount(source, target.procPath, nil, UInt(MS_BIND), nil) == 0 else {
+            throw BootError(image: image, "bind \(path)", errno: errno)
+        }
+        let mounted: TreePath
+        do { mounted = try TreePath(root: top, path: path, followFinal: false, kind: kind) } catch {
+            throw BootError(image: image, "bind \(path)", errno: error.errno)
+        }
+        guard Glibc.mount(nil, mounted.procPath, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV), nil) == 0 else {
+            throw BootError(image: image, "make \(path) read-only", errno: errno)
+        }
+    }
+
+    /// A small host file (resolv.conf, localtime), read with a bound; nil when absent.
+    private func readHostFile(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while data.count < 1 << 20 {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        return data
+    }
+}

@@ -1,0 +1,83 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Logging
+
+/// The machine's own cgroup in the unified (v2) hierarchy, `…/imgboot/MACHINE`, so that an init
+/// inside can manage its services. On hosts with the hybrid layout the unified hierarchy is at
+/// /sys/fs/cgroup/unified; on pure v2 hosts at /sys/fs/cgroup. Removed (depth first: systemd
+/// makes children) when the machine ends.
+public final class MachineCgroup {
+    public let path: String
+    /// An O_DIRECTORY descriptor, for clone3's CLONE_INTO_CGROUP.
+    public let fd: Int32
+    private let logger: Logger
+
+    /// The unified hierarchy's mount point, or nil when the host has none.
+    public static func unifiedRoot() -> String? {
+        for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where imgboot_is_cgroup2(candidate) == 1 {
+            return candidate
+        }
+        return nil
+    }
+
+    /// Creates the machine's cgroup. Nil (with a debug line) when the host has no unified
+    /// hierarchy: the container then runs without a cgroup of its own.
+    public static func create(machine: String, logger: Logger) throws(BootError) -> MachineCgroup? {
+        guard let root = unifiedRoot() else {
+            logger.debug("no cgroup2 hierarchy on this host: the machine gets no cgroup of its own")
+            return nil
+        }
+        let parent = root + "/imgboot"
+        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
+            throw BootError(image: machine, "create cgroup \(parent)", errno: errno)
+        }
+        let path = parent + "/" + machine
+        // A cgroup left by a machine of this name that was killed: empty, so removable.
+        if access(path, F_OK) == 0 { removeTree(path) }
+        guard mkdir(path, 0o755) == 0 else { throw BootError(image: machine, "create cgroup \(path)", errno: errno) }
+        let fd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let e = errno
+            rmdir(path)
+            throw BootError(image: machine, "open cgroup \(path)", errno: e)
+        }
+        return MachineCgroup(path: path, fd: fd, logger: logger)
+    }
+
+    private init(path: String, fd: Int32, logger: Logger) {
+        self.path = path
+        self.fd = fd
+        self.logger = logger
+    }
+
+    deinit { close(fd) }
+
+    /// Removes the cgroup and whatever the machine made below it. Its processes are gone by
+    /// then; the kernel may take a moment to let go of the last one, hence the bounded retry.
+    public func remove() {
+        for attempt in 0..<50 {
+            if MachineCgroup.removeTree(path) { return }
+            if attempt == 0 { logger.debug("cgroup \(path) still busy; retrying") }
+            usleep(10_000)
+        }
+        logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
+    }
+
+    /// rmdir depth first; true when `path` is gone.
+    @discardableResult
+    static func removeTree(_ path: String) -> Bool {
+        if let dir = opendir(path) {
+            while let entry = readdir(dir) {
+                guard entry.pointee.d_type == UInt8(DT_DIR) else { continue }
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name != "." && name != ".." { removeTree(path + "/" + name) }
+            }
+            closedir(dir)
+        }
+        return rmdir(path) == 0 || errno == ENOENT
+    }
+}

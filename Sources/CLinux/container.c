@@ -1,0 +1,378 @@
+// The container child: everything between clone and exec, in C, with system calls only (no
+// allocation, no stdio), so that nothing of the parent's runtime state can bite. A failure is
+// reported as {step, errno} on the error pipe and ends the child with status 125.
+
+#define _GNU_SOURCE
+#include "CLinuxContainer.h"
+#include "CLinuxFS.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static int error_fd = -1;
+
+static _Noreturn void fail(int step) {
+    struct imgboot_child_error e = { .step = step, .error = errno };
+    if (error_fd >= 0) {
+        ssize_t ignored = write(error_fd, &e, sizeof e);
+        (void)ignored;
+    }
+    _exit(125);
+}
+
+/// "/proc/self/fd/N" into `buffer` (at least 32 bytes).
+static const char *fd_path(char *buffer, int fd) {
+    static const char prefix[] = "/proc/self/fd/";
+    char digits[16];
+    int n = 0;
+    unsigned value = (unsigned)fd;
+    do {
+        digits[n++] = (char)('0' + value % 10);
+        value /= 10;
+    } while (value && n < (int)sizeof digits);
+    memcpy(buffer, prefix, sizeof prefix - 1);
+    for (int i = 0; i < n; i++)
+        buffer[sizeof prefix - 1 + i] = digits[n - 1 - i];
+    buffer[sizeof prefix - 1 + n] = '\0';
+    return buffer;
+}
+
+/// Opens `path` inside the tree `root` without following a symlink at its end: an image whose
+/// /proc or /dev is a symlink gets an error, never a mount somewhere else.
+static int open_in_root(int root, const char *path, int want_directory) {
+    int fd = imgboot_openat2(root, path, O_PATH | O_CLOEXEC | O_NOFOLLOW, 0,
+                             IMGBOOT_RESOLVE_IN_ROOT | IMGBOOT_RESOLVE_NO_MAGICLINKS);
+    if (fd < 0)
+        return -1;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    if (want_directory && !S_ISDIR(st.st_mode)) {
+        close(fd);
+        errno = S_ISLNK(st.st_mode) ? ELOOP : ENOTDIR;
+        return -1;
+    }
+    return fd;
+}
+
+static void mount_in_root(int root, const char *path, const char *source, const char *fstype,
+                          unsigned long flags, const char *data, int step) {
+    char target[32];
+    int fd = open_in_root(root, path, 1);
+    if (fd < 0)
+        fail(step);
+    if (mount(source, fd_path(target, fd), fstype, flags, data) < 0)
+        fail(step);
+    close(fd);
+}
+
+/// Makes `path` (inside the tree) read-only: bind it onto itself, then remount the bind.
+static void make_read_only(int root, const char *path, int step) {
+    char target[32];
+    int fd = open_in_root(root, path, 0);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return;
+        fail(step);
+    }
+    if (mount(fd_path(target, fd), target, NULL, MS_BIND | MS_REC, NULL) < 0)
+        fail(step);
+    close(fd);
+    // The old descriptor is the file *under* the new bind: look it up again.
+    fd = open_in_root(root, path, 0);
+    if (fd < 0)
+        fail(step);
+    if (mount(NULL, fd_path(target, fd), NULL,
+              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        fail(step);
+    close(fd);
+}
+
+/// Hides `path` (inside the tree) under the container's /dev/null.
+static void mask(int root, int dev_null, const char *path) {
+    char source[32], target[32];
+    int fd = open_in_root(root, path, 0);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return;
+        fail(IMGBOOT_STEP_PROC_MASK);
+    }
+    if (mount(fd_path(source, dev_null), fd_path(target, fd), NULL, MS_BIND, NULL) < 0)
+        fail(IMGBOOT_STEP_PROC_MASK);
+    close(fd);
+}
+
+static void loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        fail(IMGBOOT_STEP_LOOPBACK);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        fail(IMGBOOT_STEP_LOOPBACK);
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        fail(IMGBOOT_STEP_LOOPBACK);
+    close(s);
+}
+
+static void drop_capabilities(uint64_t keep) {
+    for (int cap = 0; cap < 64; cap++) {
+        if (keep & (1ULL << cap))
+            continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            fail(IMGBOOT_STEP_CAPABILITIES);
+    }
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        fail(IMGBOOT_STEP_CAPABILITIES);
+    // For root, exec grants inheritable | bounding: keep no dropped capability inheritable.
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) < 0)
+        fail(IMGBOOT_STEP_CAPABILITIES);
+    data[0].inheritable &= (uint32_t)keep;
+    data[1].inheritable &= (uint32_t)(keep >> 32);
+    if (syscall(SYS_capset, &header, data) < 0)
+        fail(IMGBOOT_STEP_CAPABILITIES);
+}
+
+static void reset_signals(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP)
+            continue;
+        sigaction(sig, &action, NULL);  // EINVAL for the few glibc keeps: nothing to reset
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+        fail(IMGBOOT_STEP_SIGNALS);
+}
+
+static void use_terminal(int fd, int controlling) {
+    if (controlling && ioctl(fd, TIOCSCTTY, 0) < 0)
+        fail(IMGBOOT_STEP_SESSION);
+    if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+        fail(IMGBOOT_STEP_SESSION);
+    if (fd > 2)
+        close(fd);
+}
+
+static size_t length(const char *s) {
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+/// Runs the command: exec, or say why not (127: not found, 126: not executable) as shells do.
+static _Noreturn void exec_command(const struct imgboot_container *c) {
+    environ = (char **)c->envp;
+    execvp(c->argv[0], c->argv);
+    int saved = errno;
+    struct imgboot_child_error e = { .step = IMGBOOT_STEP_EXEC, .error = saved };
+    if (error_fd >= 0) {
+        ssize_t ignored = write(error_fd, &e, sizeof e);
+        (void)ignored;
+    }
+    _exit(saved == ENOENT || saved == ENOTDIR ? 127 : 126);
+}
+
+// The tiny init of `run`: PID 1 reaps every orphan, passes signals on to the command, and
+// leaves with the command's status.
+static volatile pid_t command_pid = 0;
+
+static void forward_signal(int sig) {
+    if (command_pid > 0)
+        kill(command_pid, sig);
+}
+
+static _Noreturn void tiny_init(const struct imgboot_container *c) {
+    // Signals arriving before the handlers are in place wait in the mask, not lost.
+    sigset_t forwarded, previous;
+    sigemptyset(&forwarded);
+    const int signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        sigaddset(&forwarded, signals[i]);
+    sigprocmask(SIG_BLOCK, &forwarded, &previous);
+
+    pid_t pid = fork();
+    if (pid < 0)
+        fail(IMGBOOT_STEP_FORK);
+    if (pid == 0) {
+        sigprocmask(SIG_SETMASK, &previous, NULL);
+        if (setsid() < 0)
+            fail(IMGBOOT_STEP_SESSION);
+        if (c->console_fd >= 0)
+            use_terminal(c->console_fd, 1);
+        exec_command(c);
+    }
+    command_pid = pid;
+    // The command holds the error pipe until its exec; the parent's end-of-file means it ran.
+    close(error_fd);
+    error_fd = -1;
+    if (c->console_fd >= 0)
+        close(c->console_fd);
+
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = forward_signal;
+    action.sa_flags = SA_RESTART;
+    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
+        sigaction(signals[i], &action, NULL);
+    sigprocmask(SIG_SETMASK, &previous, NULL);
+
+    for (;;) {
+        int status;
+        pid_t done = waitpid(-1, &status, 0);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            _exit(125);  // ECHILD: the command is gone without our noticing; cannot happen
+        }
+        if (done != pid)
+            continue;
+        if (WIFEXITED(status))
+            _exit(WEXITSTATUS(status));
+        if (WIFSIGNALED(status))
+            _exit(128 + WTERMSIG(status));
+    }
+}
+
+static _Noreturn void child(const struct imgboot_container *c) {
+    error_fd = c->error_fd;
+    // If imgboot dies, so does the container (and with it every mount and loop device).
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(IMGBOOT_STEP_SIGNALS);
+    char go;
+    ssize_t n;
+    do {
+        n = read(c->sync_fd, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(125);
+    close(c->sync_fd);
+    reset_signals();
+
+    // Already in the machine's cgroup (CLONE_INTO_CGROUP): root the namespace there.
+    if (c->cgroup_fd >= 0) {
+        if (unshare(CLONE_NEWCGROUP) < 0)
+            fail(IMGBOOT_STEP_CGROUP_NAMESPACE);
+        close(c->cgroup_fd);
+    }
+    if (c->private_network)
+        loopback_up();
+
+    int root = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        fail(IMGBOOT_STEP_ROOT);
+
+    // The API filesystems that belong to the new namespaces. Every target is looked up inside
+    // the tree and must be a real directory.
+    mount_in_root(root, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_PROC);
+    int dev_null = open_in_root(root, "dev/null", 0);
+    if (dev_null < 0)
+        fail(IMGBOOT_STEP_PROC_MASK);
+    mask(root, dev_null, "proc/kcore");
+    mask(root, dev_null, "proc/keys");
+    mask(root, dev_null, "proc/timer_list");
+    mask(root, dev_null, "proc/kallsyms");
+    close(dev_null);
+    make_read_only(root, "proc/sys", IMGBOOT_STEP_PROC_READ_ONLY);
+    make_read_only(root, "proc/sysrq-trigger", IMGBOOT_STEP_PROC_READ_ONLY);
+
+    mount_in_root(root, "sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_SYS);
+    if (c->cgroup_fd >= 0)
+        mount_in_root(root, "sys/fs/cgroup", "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_CGROUP);
+    mount_in_root(root, "dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_MQUEUE);
+
+    if (c->console_fd >= 0) {
+        char source[32], target[32];
+        int console = open_in_root(root, "dev/console", 0);
+        if (console < 0)
+            fail(IMGBOOT_STEP_CONSOLE);
+        if (mount(fd_path(source, c->console_fd), fd_path(target, console), NULL, MS_BIND, NULL) < 0)
+            fail(IMGBOOT_STEP_CONSOLE);
+        close(console);
+    }
+
+    // Into the tree; the old root (the host's) is detached and gone from this namespace.
+    if (fchdir(root) < 0)
+        fail(IMGBOOT_STEP_PIVOT_ROOT);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        fail(IMGBOOT_STEP_PIVOT_ROOT);
+    if (umount2(".", MNT_DETACH) < 0)
+        fail(IMGBOOT_STEP_DETACH_OLD_ROOT);
+    if (chdir("/") < 0)
+        fail(IMGBOOT_STEP_DETACH_OLD_ROOT);
+    close(root);
+
+    if (c->hostname && sethostname(c->hostname, length(c->hostname)) < 0)
+        fail(IMGBOOT_STEP_HOSTNAME);
+    if (setsid() < 0)
+        fail(IMGBOOT_STEP_SESSION);
+    drop_capabilities(c->keep_capabilities);
+
+    if (!c->boot)
+        tiny_init(c);
+    // An init takes /dev/console as its terminal by itself; it only needs the standard streams.
+    if (c->console_fd >= 0)
+        use_terminal(c->console_fd, 0);
+    execve(c->argv[0], c->argv, c->envp);
+    fail(IMGBOOT_STEP_EXEC);
+}
+
+pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd) {
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
+    if (config->private_network)
+        args.flags |= CLONE_NEWNET;
+    if (config->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)config->cgroup_fd;
+    }
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        child(config);
+    return (pid_t)pid;
+}
+
+int imgboot_pidfd_send_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+}
+
+int imgboot_sigrtmin(void) { return SIGRTMIN; }
+
+int imgboot_unshare(int flags) { return unshare(flags); }
+
+int imgboot_setns(int fd, int nstype) { return setns(fd, nstype); }

@@ -1,0 +1,89 @@
+// CLinux, container part: the child that runs between clone and exec. No Swift runs there;
+// it only makes system calls, and reports a failure as {step, errno} on a close-on-exec pipe.
+//
+// Functions here return a non-negative value on success and -1 with errno on failure.
+
+#ifndef IMGBOOT_CLINUX_CONTAINER_H
+#define IMGBOOT_CLINUX_CONTAINER_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// The steps of the container child, as reported on the error pipe.
+enum imgboot_step {
+    IMGBOOT_STEP_NONE = 0,
+    IMGBOOT_STEP_SIGNALS,
+    IMGBOOT_STEP_CGROUP_NAMESPACE,
+    IMGBOOT_STEP_LOOPBACK,
+    IMGBOOT_STEP_ROOT,
+    IMGBOOT_STEP_PROC,
+    IMGBOOT_STEP_PROC_MASK,
+    IMGBOOT_STEP_PROC_READ_ONLY,
+    IMGBOOT_STEP_SYS,
+    IMGBOOT_STEP_CGROUP,
+    IMGBOOT_STEP_MQUEUE,
+    IMGBOOT_STEP_CONSOLE,
+    IMGBOOT_STEP_PIVOT_ROOT,
+    IMGBOOT_STEP_DETACH_OLD_ROOT,
+    IMGBOOT_STEP_HOSTNAME,
+    IMGBOOT_STEP_SESSION,
+    IMGBOOT_STEP_CAPABILITIES,
+    IMGBOOT_STEP_FORK,
+    IMGBOOT_STEP_EXEC,
+};
+
+/// What a failed step reports on the error pipe.
+struct imgboot_child_error {
+    int32_t step;
+    int32_t error;
+};
+
+/// How the container starts.
+struct imgboot_container {
+    /// The container's tree, fully mounted, in the caller's mount namespace. The child gets a
+    /// copy of that namespace and pivots into the tree.
+    const char *root;
+    const char *hostname;
+    /// NULL-terminated. In boot mode argv[0] is the init's absolute path; otherwise a command
+    /// looked up in the container's PATH when it has no '/'.
+    char *const *argv;
+    char *const *envp;
+    /// 1: argv becomes PID 1 (an init). 0: a tiny init is PID 1 and runs argv as its child,
+    /// reaping zombies, forwarding signals, and exiting with the child's status (128+N when
+    /// killed by signal N).
+    int boot;
+    /// A terminal (pty slave) for the console and the standard streams, or -1 to keep the
+    /// caller's standard streams.
+    int console_fd;
+    /// New network namespace with only `lo`, up.
+    int private_network;
+    /// A cgroup2 directory to start in, with a cgroup namespace rooted there; or -1.
+    int cgroup_fd;
+    /// Capabilities to keep in the bounding set (bit N = capability N); the rest are dropped.
+    uint64_t keep_capabilities;
+    /// Write end of a close-on-exec pipe: a failed step writes a `struct imgboot_child_error`.
+    int error_fd;
+    /// Read end of a close-on-exec pipe: the child waits for one byte before it does anything,
+    /// so that the caller can finish placing it (cgroups); end-of-file makes it exit quietly.
+    int sync_fd;
+};
+
+/// Starts the container child with clone3: new mount, PID, UTS, IPC (and network) namespaces,
+/// in the cgroup `cgroup_fd`, killed if the caller dies. Returns its PID (in the caller's
+/// namespace) and stores a pidfd in `*pidfd`.
+pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd);
+
+/// pidfd_send_signal(2).
+int imgboot_pidfd_send_signal(int pidfd, int signal);
+
+/// SIGRTMIN+n as the kernel numbers it (glibc reserves the first few for itself).
+int imgboot_sigrtmin(void);
+
+/// unshare(2) and setns(2), which Swift's Glibc module does not export.
+int imgboot_unshare(int flags);
+int imgboot_setns(int fd, int nstype);
+
+#define IMGBOOT_CLONE_NEWNS 0x00020000
+#define IMGBOOT_CLONE_NEWCGROUP 0x02000000
+
+#endif
