@@ -29,6 +29,14 @@ let package = Package(
             ]
         ),
 
+        .target(
+            name: "Attach",
+            dependencies: [
+                "Dissect", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(
             name: "imgboot",
@@ -40,6 +48,10 @@ let package = Package(
         ),
 
         .testTarget(name: "DissectTests", dependencies: ["Dissect"]),
+        .testTarget(
+            name: "AttachTests",
+            dependencies: ["Attach", "Dissect", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "imgbootTests", dependencies: ["Dissect"]),
     ],
     swiftLanguageModes: [.v6]
