@@ -6,12 +6,17 @@ import Dissect
 import Logging
 
 /// The partitions of a dissected image that will be mounted, each on a loop device of its own,
-/// with the image locked for as long as this object lives (shared if every device is read-only,
-/// exclusive otherwise).
+/// with the image locked (shared if every device is read-only, exclusive otherwise).
 ///
-/// Keep it alive until the mounts exist: see `LoopDevice`. Then `close()` leaves the devices to
-/// the mounts (autoclear detaches each when its mount goes), and `waitUntilDetached` waits for
-/// the kernel to finish detaching once they are gone.
+/// The order of things:
+/// 1. `attach`, then mount the devices — keep this object's devices open until the mounts
+///    exist: see `LoopDevice`.
+/// 2. `close()`: the devices now live as long as their mounts (autoclear detaches each when
+///    its mount goes). The image stays locked: it is still in use.
+/// 3. Once the mounts are gone, `waitUntilDetached()`, then `unlock()`.
+///
+/// `deinit` closes and unlocks as a backstop; do not rely on it for the lock's lifetime, since
+/// Swift may end an object's life right after its last use.
 public final class AttachedImage {
     /// The image's path, as the user gave it.
     public let image: String
@@ -25,7 +30,10 @@ public final class AttachedImage {
         self.lock = lock
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        unlock()
+    }
 
     /// Attaches a loop device to each partition in `partitions` (numbers as in `image`; 0 is a
     /// bare filesystem image, the whole file), read-only where asked. A number asked for twice
@@ -111,10 +119,16 @@ public final class AttachedImage {
         devices.first { $0.partition == partition }?.device
     }
 
-    /// Closes every device (each detaches once no mount holds it) and unlocks the image.
+    /// Closes every device (each detaches once no mount holds it). The image stays locked.
     /// Idempotent.
     public func close() {
         for (_, device) in devices { device.close() }
+    }
+
+    /// Unlocks the image, for others to use; do so once the devices are detached (or while a
+    /// mount may still write to a writable one, another imgboot could take the image).
+    /// Idempotent.
+    public func unlock() {
         lock?.release()
         lock = nil
     }

@@ -13,7 +13,7 @@ extension LoopDeviceTests {
 
             let attached = try AttachedImage.attach(
                 image.dissected, partitions: [(number: 1, readOnly: false), (number: 2, readOnly: true), (number: 3, readOnly: true)])
-            defer { attached.close(); _ = attached.waitUntilDetached() }
+            defer { attached.finish() }
 
             let devices = try [1, 2, 3].map { n in
                 try #require(attached.device(partition: n), "partition \(n) has no device")
@@ -68,7 +68,7 @@ extension LoopDeviceTests {
 
             let attached = try AttachedImage.attach(
                 image.dissected, partitions: [(number: 1, readOnly: true), (number: 2, readOnly: true), (number: 3, readOnly: false)])
-            defer { attached.close(); _ = attached.waitUntilDetached() }
+            defer { attached.finish() }
             #expect(try loopDevices(backedBy: image.path).count == 3)
             // Still held by our descriptors: not detached, and waiting says so at once.
             #expect(attached.waitUntilDetached(timeout: .seconds(1)) == false)
@@ -146,7 +146,7 @@ extension LoopDeviceTests {
 
             let attached = try AttachedImage.attach(
                 image.dissected, partitions: [(number: 1, readOnly: true), (number: 2, readOnly: true), (number: 3, readOnly: true)])
-            defer { attached.close(); _ = attached.waitUntilDetached() }
+            defer { attached.finish() }
             for (_, device) in attached.devices {
                 _ = try readBytes(device.path, offset: 0, count: 1 << 20)
             }
@@ -167,7 +167,7 @@ extension LoopDeviceTests {
                 partitions: [Partition(number: 0, offset: 0, size: UInt64(size.st_size), fsType: "ext4")])
 
             let attached = try AttachedImage.attach(bare, partitions: [(number: 0, readOnly: true)])
-            defer { attached.close(); _ = attached.waitUntilDetached() }
+            defer { attached.finish() }
             let device = try #require(attached.device(partition: 0))
             #expect(sysfs("/sys/block/loop\(device.number)/loop/offset") == "0")
             #expect(sysfs("/sys/block/loop\(device.number)/size") == String(size.st_size / 512))

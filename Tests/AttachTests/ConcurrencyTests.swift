@@ -162,6 +162,7 @@ extension LoopDeviceTests {
                 attached.close()
                 if attached.devices.allSatisfy({ $0.device.isDetached }) { goneAtClose += 1 }
                 let detached = attached.waitUntilDetached()
+                attached.unlock()
                 let t2 = clock.now
                 #expect(detached)
                 attachTimes.append(t1 - t0)

@@ -9,9 +9,9 @@ extension LoopDeviceTests {
             let image = try TestImage()
             defer { image.remove() }
             let first = try AttachedImage.attach(image.dissected, partitions: [(number: 1, readOnly: true)])
-            defer { first.close(); _ = first.waitUntilDetached() }
+            defer { first.finish() }
             let second = try AttachedImage.attach(image.dissected, partitions: [(number: 1, readOnly: true), (number: 2, readOnly: true)])
-            defer { second.close(); _ = second.waitUntilDetached() }
+            defer { second.finish() }
             #expect(try loopDevices(backedBy: image.path).count == 3)
         }
 
@@ -19,7 +19,7 @@ extension LoopDeviceTests {
             let image = try TestImage()
             defer { image.remove() }
             let reader = try AttachedImage.attach(image.dissected, partitions: [(number: 1, readOnly: true)])
-            defer { reader.close(); _ = reader.waitUntilDetached() }
+            defer { reader.finish() }
 
             let error = #expect(throws: AttachError.self) {
                 try AttachedImage.attach(image.dissected, partitions: [(number: 1, readOnly: true), (number: 2, readOnly: false)])
@@ -29,8 +29,13 @@ extension LoopDeviceTests {
             // Only the reader's device exists: the refused attach made none.
             #expect(try loopDevices(backedBy: image.path).count == 1)
 
+            // Closed, the devices gone, but not yet unlocked: the image is still taken.
             reader.close()
             #expect(reader.waitUntilDetached())
+            #expect(throws: AttachError.self) {
+                try AttachedImage.attach(image.dissected, partitions: [(number: 2, readOnly: false)])
+            }
+            reader.unlock()
             let writer = try AttachedImage.attach(image.dissected, partitions: [(number: 2, readOnly: false)])
             writer.close()
             #expect(writer.waitUntilDetached())
@@ -40,7 +45,7 @@ extension LoopDeviceTests {
             let image = try TestImage()
             defer { image.remove() }
             let writer = try AttachedImage.attach(image.dissected, partitions: [(number: 1, readOnly: false)])
-            defer { writer.close(); _ = writer.waitUntilDetached() }
+            defer { writer.finish() }
 
             let error = #expect(throws: AttachError.self) {
                 try AttachedImage.attach(image.dissected, partitions: [(number: 2, readOnly: true)])

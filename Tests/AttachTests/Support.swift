@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Dissect
 import Logging
+@testable import Attach
 
 let isRoot = getuid() == 0
 
@@ -133,6 +134,17 @@ func makeTemporaryFile(size: String) throws -> String {
         throw TestFailure("truncate: \(status.stderr)")
     }
     return path
+}
+
+extension AttachedImage {
+    /// What a test does when it is done with its devices: close, wait, unlock. Returns whether
+    /// the devices are gone.
+    @discardableResult
+    func finish() -> Bool {
+        close()
+        defer { unlock() }
+        return waitUntilDetached()
+    }
 }
 
 /// A value several threads add to.
