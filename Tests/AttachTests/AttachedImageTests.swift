@@ -196,5 +196,43 @@ extension LoopDeviceTests {
             attached.close()
             #expect(attached.waitUntilDetached())
         }
+
+        /// The lifetime contract Mount relies on: once mounted, closing our descriptor leaves the
+        /// device to the mount, and unmounting detaches it; closed before mounting, it is gone.
+        @Test func aMountHoldsTheDeviceUntilUnmounted() throws {
+            let image = try TestImage()
+            defer { image.remove() }
+            let dir = "/var/tmp/imgboot-attach-mnt-\(getpid())"
+            #expect(mkdir(dir, 0o700) == 0)
+            defer { rmdir(dir) }
+
+            let attached = try AttachedImage.attach(image.dissected, partitions: [(number: 1, readOnly: false), (number: 2, readOnly: false)])
+            defer { attached.finish() }
+            let device = try #require(attached.device(partition: 1))
+            let early = try #require(attached.device(partition: 2))
+            var status = try run(["mkfs.ext4", "-q", device.path])
+            try #require(status.status == 0, "mkfs.ext4: \(status.stderr)")
+
+            status = try run(["mount", "-t", "ext4", device.path, dir])
+            try #require(status.status == 0, "mount: \(status.stderr)")
+            var mounted = true
+            defer { if mounted { _ = try? run(["umount", dir]) } }  // best effort: the test has failed already
+
+            attached.close()
+            #expect(!device.isDetached, "the mount should hold \(device.path)")
+            #expect(sysfs("/sys/block/loop\(device.number)/loop/backing_file") == image.path)
+            // Closed before anything held it, partition 2's device went at once.
+            #expect(early.waitUntilDetached(timeout: .milliseconds(100)))
+
+            status = try run(["umount", dir])
+            #expect(status.status == 0, "umount: \(status.stderr)")
+            mounted = status.status != 0
+            let clock = ContinuousClock()
+            let start = clock.now
+            let goneAtOnce = device.isDetached
+            #expect(device.waitUntilDetached())
+            print("umount → loop device detached: \(clock.now - start) (already gone when umount(8) had exited: \(goneAtOnce))")
+            #expect(try loopDevices(backedBy: image.path).isEmpty)
+        }
     }
 }
