@@ -30,17 +30,23 @@ let package = Package(
         ),
 
         .target(
-            name: "Mount",
+            name: "Attach",
             dependencies: [
-                "Dissect", "CMount", "CLinux",
+                "Dissect", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-
+        .target(
+            name: "Mount",
+            dependencies: [
+                "Dissect", "Attach", "CMount", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .target(
             name: "Boot",
             dependencies: [
-                "Dissect", "Mount", "CLinux",
+                "Dissect", "Attach", "Mount", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -49,13 +55,17 @@ let package = Package(
         .executableTarget(
             name: "imgboot",
             dependencies: [
-                "Dissect", "Mount",
+                "Dissect", "Attach", "Mount", "Boot",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
         .testTarget(name: "DissectTests", dependencies: ["Dissect"]),
+        .testTarget(
+            name: "AttachTests",
+            dependencies: ["Attach", "Dissect", .product(name: "Logging", package: "swift-log")]
+        ),
         .testTarget(name: "MountTests", dependencies: ["Mount"]),
         .testTarget(name: "imgbootTests", dependencies: ["Dissect"]),
     ],

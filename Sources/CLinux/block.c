@@ -16,3 +16,7 @@ int imgboot_block_device_sector_size(int fd, uint32_t *size) {
     *size = (uint32_t)value;
     return 0;
 }
+
+int imgboot_block_device_disk_sequence(int fd, uint64_t *sequence) {
+    return ioctl(fd, BLKGETDISKSEQ, sequence);
+}

@@ -1,0 +1,116 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dissect
+
+/// Why partitions of an image could not be given loop devices. Renders as one line that names
+/// the image, the partition when there is one, what imgboot was doing and why it failed:
+/// `basic.raw: partition 3: attach loop device: No free loop device`.
+public struct AttachError: IMGBootError, Equatable {
+    public enum Operation: Equatable, Sendable {
+        /// Opening the image (read-only, or for writing when a partition is writable).
+        case openImage(writable: Bool)
+        /// fstat or BLKGETSIZE64 on the opened image.
+        case statImage
+        /// The image is neither a regular file nor a block device.
+        case notFileOrBlockDevice
+        /// flock on the image failed; EWOULDBLOCK means another user holds a conflicting lock.
+        case lock(exclusive: Bool)
+        /// The partition asked for is not in the dissected image.
+        case noSuchPartition
+        /// The partition's bytes are not all inside the image as it is now.
+        case outsideImage(offset: UInt64, size: UInt64, imageSize: UInt64)
+        /// Opening /dev/loop-control.
+        case openLoopControl
+        /// LOOP_CTL_GET_FREE.
+        case getFreeLoopDevice
+        /// Opening /dev/loopN.
+        case openLoopDevice(String)
+        /// LOOP_CONFIGURE on /dev/loopN.
+        case configure(String)
+        /// LOOP_GET_STATUS64 or BLKGETDISKSEQ right after configuring /dev/loopN.
+        case verify(String)
+        /// LOOP_CONFIGURE succeeded but the device did not come out with the flags asked for.
+        case flagsNotKept(String, readOnly: Bool, autoclear: Bool)
+        /// Every attempt found its device taken by someone else, or not as configured.
+        case gaveUp(attempts: Int)
+    }
+
+    /// The image's path, as the user gave it.
+    public let image: String
+    /// The partition number (0 for a bare filesystem image); nil when the error is about
+    /// the whole image.
+    public let partition: Int?
+    public let operation: Operation
+    /// The errno of the failing call, captured right after it; nil when no call failed.
+    public let errno: Int32?
+
+    public init(image: String, partition: Int? = nil, _ operation: Operation, errno: Int32? = nil) {
+        self.image = image
+        self.partition = partition
+        self.operation = operation
+        self.errno = errno
+    }
+
+    /// The same error, said of `partition`.
+    func about(partition: Int) -> AttachError {
+        AttachError(image: image, partition: partition, operation, errno: errno)
+    }
+
+    /// Whether the image was refused because another user holds its lock.
+    public var isBusy: Bool {
+        if case .lock = operation, errno == EWOULDBLOCK { return true }
+        return false
+    }
+
+    public var description: String {
+        // A bare filesystem image is "partition 0"; saying so would only confuse.
+        let partitionPart = partition.flatMap { $0 == 0 ? nil : "partition \($0): " } ?? ""
+        return "\(image): \(partitionPart)\(message)"
+    }
+
+    public var message: String {
+        let reason = errno.map(errnoString) ?? ""
+        switch operation {
+        case .openImage(let writable):
+            if errno == ENOENT { return "no such file" }
+            return (writable ? "cannot open for writing: " : "cannot open: ") + reason
+        case .statImage:
+            return "cannot read its size: " + reason
+        case .notFileOrBlockDevice:
+            return "not a regular file or block device"
+        case .lock(let exclusive) where errno == EWOULDBLOCK:
+            // A shared lock is refused only by an exclusive one; an exclusive lock by either.
+            return exclusive ? "image is busy: another imgboot uses it"
+                : "image is busy: another imgboot uses it writably"
+        case .lock:
+            return "cannot lock the image: " + reason
+        case .noSuchPartition:
+            return "no such partition in the image"
+        case .outsideImage(let offset, let size, let imageSize):
+            return "bytes \(offset) to \(offset + size) lie beyond the end of the image (\(imageSize) bytes); has the image changed since it was dissected?"
+        case .openLoopControl:
+            if errno == ENOENT { return "attach loop device: /dev/loop-control is missing (is the loop module loaded?)" }
+            return "attach loop device: cannot open /dev/loop-control: " + reason
+        case .getFreeLoopDevice:
+            return "attach loop device: No free loop device (" + reason + ")"
+        case .openLoopDevice(let path):
+            return "attach loop device: cannot open \(path): " + reason
+        case .configure(let path):
+            return "attach loop device: configure \(path): " + reason
+        case .verify(let path):
+            return "attach loop device: cannot read back the configuration of \(path): " + reason
+        case .flagsNotKept(let path, let readOnly, let autoclear):
+            return "attach loop device: the kernel configured \(path) "
+                + (autoclear ? (readOnly ? "read-only, although imgboot asked for a writable device" : "writable, although imgboot asked for a read-only device")
+                    : "without autoclear, although imgboot asked for it")
+        case .gaveUp(let attempts):
+            return "attach loop device: every free loop device was taken by another program before imgboot could configure it (\(attempts) attempts)"
+        }
+    }
+}
+
+/// strerror, as a Swift string.
+func errnoString(_ code: Int32) -> String {
+    String(cString: strerror(code))
+}
