@@ -244,18 +244,12 @@ public final class LoopDevice {
     /// Whether the attachment this object made is gone: /dev/loopN detached, removed, or
     /// already attached anew by someone else. Reads sysfs only — opening /dev/loopN would
     /// itself hold the device.
-    public var isDetached: Bool {
-        let sysfs = "/sys/block/loop\(number)"
-        guard let sequenceText = readSysfs(sysfs + "/diskseq") else { return true }  // removed
-        if let diskSequence {
-            if UInt64(sequenceText) != diskSequence { return true }
-        }
-        guard let backing = readSysfs(sysfs + "/loop/backing_file") else { return true }
-        if diskSequence == nil {
-            if backing != backingFile { return true }
-            if readSysfs(sysfs + "/loop/offset").flatMap({ UInt64($0) }) != offset { return true }
-        }
-        return false
+    public var isDetached: Bool { identity.isDetached }
+
+    /// What identifies this attachment, to check later (from another process, e.g. `imgboot
+    /// umount`) whether it is gone.
+    public var identity: LoopIdentity {
+        LoopIdentity(number: number, diskSequence: diskSequence, backingFile: backingFile, offset: offset)
     }
 
     /// After `close()`, waits until the kernel has detached the device, polling sysfs (from
@@ -297,4 +291,40 @@ func readSysfs(_ path: String) -> String? {
     var text = String(decoding: buffer[..<n], as: UTF8.self)
     while text.last == "\n" { text.removeLast() }
     return text
+}
+
+/// One attachment of a loop device: /dev/loopN as imgboot configured it, told apart from any
+/// later attachment of the same device by its disk sequence number (or, on kernels without
+/// one, by backing file and offset).
+public struct LoopIdentity: Sendable, Equatable {
+    public var number: Int
+    public var diskSequence: UInt64?
+    public var backingFile: String?
+    public var offset: UInt64
+
+    public init(number: Int, diskSequence: UInt64?, backingFile: String?, offset: UInt64) {
+        self.number = number
+        self.diskSequence = diskSequence
+        self.backingFile = backingFile
+        self.offset = offset
+    }
+
+    /// Whether this attachment is gone (the device detached, or attached anew by anyone),
+    /// read from sysfs only: opening the device would hold it.
+    public var isDetached: Bool {
+        let sysfs = "/sys/block/loop\(number)"
+        guard let sequenceText = readSysfs(sysfs + "/diskseq") else { return true }  // removed
+        if let diskSequence, UInt64(sequenceText) != diskSequence { return true }
+        guard let backing = readSysfs(sysfs + "/loop/backing_file") else { return true }
+        if diskSequence == nil {
+            if backing != backingFile { return true }
+            if readSysfs(sysfs + "/loop/offset").flatMap({ UInt64($0) }) != offset { return true }
+        }
+        return false
+    }
+
+    /// Waits (bounded) until every one of `identities` is detached; returns whether they are.
+    public static func waitUntilDetached(_ identities: [LoopIdentity], timeout: Duration = .seconds(2)) -> Bool {
+        waitUntil(deadline: ContinuousClock.now + timeout) { identities.allSatisfy(\.isDetached) }
+    }
 }

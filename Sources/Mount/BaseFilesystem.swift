@@ -20,9 +20,12 @@ enum BaseFilesystem {
     /// Creates the skeleton in the directory `root` (a descriptor of the tmpfs root).
     static func create(in root: Int32, image: String) throws(MountError) {
         for (path, mode) in directories {
-            if mkdirat(root, path, mode) != 0 && errno != EEXIST {
+            if mkdirat(root, path, mode) != 0 {
+                // Already there: /usr, with the image mounted on it.
+                if errno == EEXIST { continue }
                 throw MountError(image: image, .failed(operation: "create /\(path) on the tmpfs root", errno: errno))
             }
+            // mkdir's mode went through the umask; set it as meant (1777 for tmp).
             guard fchmodat(root, path, mode, 0) == 0 else {
                 throw MountError(image: image, .failed(operation: "set the mode of /\(path)", errno: errno))
             }

@@ -16,7 +16,7 @@ struct IMGBoot: ParsableCommand {
             privilege), after a one-line message on stderr.
             """,
         version: "0.1.0",
-        subcommands: [Inspect.self]
+        subcommands: [Inspect.self, MountImage.self, UnmountImage.self]
     )
 
     /// The exit status of imgboot's own failures, as in OCI runtimes and systemd-nspawn.
@@ -26,7 +26,7 @@ struct IMGBoot: ParsableCommand {
     /// message; usage errors too, after the message and usage swift-argument-parser prints.
     static func main() {
         do {
-            var command = try parseAsRoot()
+            var command = try parseAsRoot(normalizedArguments(Array(CommandLine.arguments.dropFirst())))
             try command.run()
             Glibc.exit(0)
         } catch let status as ExitCode {
@@ -44,6 +44,18 @@ struct IMGBoot: ParsableCommand {
             Glibc.exit(failureStatus)
         }
     }
+}
+
+/// nspawn's spelling: a bare `--volatile` means `--volatile=yes` (a mode must be given with
+/// `=`, as getopt's optional arguments are). Only options before `--` are touched.
+func normalizedArguments(_ arguments: [String]) -> [String] {
+    var result: [String] = []
+    var options = true
+    for argument in arguments {
+        if argument == "--" { options = false }
+        result.append(options && argument == "--volatile" ? "--volatile=yes" : argument)
+    }
+    return result
 }
 
 /// Writes a line to stderr, unbuffered.

@@ -1,0 +1,124 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Attach
+import Dissect
+import Logging
+
+/// Dissect → attach → mount, in one call, leaving nothing behind when a step fails.
+public enum ImageMount {
+    /// Attaches the partitions `plan` needs and mounts the tree on `dir`. On success the loop
+    /// devices are held by the mounts alone (they go when the tree is unmounted); the returned
+    /// `AttachedImage` still holds the image's lock and knows the devices, to wait for them
+    /// after unmounting. On failure nothing stays mounted or attached.
+    public static func mount(
+        _ image: DissectedImage, plan: MountPlan, at dir: String, logger: Logger
+    ) throws -> (tree: MountedTree, attached: AttachedImage) {
+        let attached = try AttachedImage.attach(
+            image, partitions: plan.attachments.map { (number: $0.number, readOnly: $0.readOnly) }, logger: logger)
+        let devices = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
+        let tree: MountedTree
+        do {
+            tree = try MountedTree.apply(plan, image: image, devices: devices, at: dir, logger: logger)
+        } catch {
+            attached.close()
+            _ = attached.waitUntilDetached()
+            attached.unlock()
+            throw error
+        }
+        // The mounts hold the devices now; autoclear ends them with the last mount.
+        attached.close()
+        return (tree, attached)
+    }
+}
+
+/// What `imgboot mount` leaves in /run/imgboot/mounts for `imgboot umount`: the loop devices
+/// of a tree, which the mount table no longer shows once overlays and binds have detached
+/// their staging mounts.
+public struct MountRecord: Equatable {
+    public var directory: String
+    public var image: String
+    public var devices: [LoopIdentity]
+
+    public static let directoryPath = "/run/imgboot/mounts"
+
+    public init(directory: String, image: String, devices: [LoopIdentity]) {
+        self.directory = directory
+        self.image = image
+        self.devices = devices
+    }
+
+    /// The record's file for a mount directory (its canonical path, hashed).
+    static func file(for directory: String) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in directory.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return directoryPath + "/" + String(hash, radix: 16)
+    }
+
+    /// Text form: the directory, the image, then `N DISKSEQ OFFSET BACKING` per device.
+    var text: String {
+        var lines = [directory, image]
+        for d in devices {
+            lines.append("\(d.number) \(d.diskSequence.map(String.init) ?? "-") \(d.offset) \(d.backingFile ?? "")")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    init?(text: String) {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard lines.count >= 2 else { return nil }
+        directory = lines[0]
+        image = lines[1]
+        devices = lines.dropFirst(2).compactMap { line in
+            let f = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+            guard f.count == 4, let n = Int(f[0]), let offset = UInt64(f[2]) else { return nil }
+            return LoopIdentity(number: n, diskSequence: UInt64(f[1]), backingFile: f[3].isEmpty ? nil : f[3], offset: offset)
+        }
+    }
+
+    public func save() {
+        _ = mkdir("/run/imgboot", 0o755)
+        _ = mkdir(MountRecord.directoryPath, 0o755)
+        let path = MountRecord.file(for: directory)
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+    }
+
+    public static func load(directory: String) -> MountRecord? {
+        readFile(file(for: directory)).flatMap { MountRecord(text: $0) }.flatMap { $0.directory == directory ? $0 : nil }
+    }
+
+    public static func remove(directory: String) {
+        unlink(file(for: directory))
+    }
+}
+
+/// Taking a mounted tree down: `imgboot umount`.
+public enum ImageUnmount {
+    /// Unmounts everything at and below `dir`, deepest first, then waits (bounded) for the tree's
+    /// loop devices to detach. A busy mount point stops it with an error naming it.
+    public static func unmount(_ dir: String, logger: Logger) throws(MountError) {
+        let mounts = MountTable.current().mounts(atOrBelow: dir)
+        guard !mounts.isEmpty else { throw MountError(image: dir, .other("nothing is mounted there")) }
+        let record = MountRecord.load(directory: dir)
+        for m in mounts {
+            logger.debug("umount \(m.mountPoint)")
+            guard umount2(m.mountPoint, Int32(UMOUNT_NOFOLLOW)) == 0 || errno == EINVAL || errno == ENOENT else {
+                let e = errno
+                if e == EBUSY {
+                    throw MountError(image: m.mountPoint, .other("target is busy (a process has a file open or its working directory there)"))
+                }
+                throw MountError(image: m.mountPoint, .failed(operation: "umount", errno: e))
+            }
+        }
+        if let record {
+            if !LoopIdentity.waitUntilDetached(record.devices) {
+                logger.warning("\(dir): the loop devices of \(record.image) are still attached after 2 s")
+            }
+            MountRecord.remove(directory: dir)
+        }
+    }
+}

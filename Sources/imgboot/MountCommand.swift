@@ -1,0 +1,119 @@
+import ArgumentParser
+import Dissect
+import Mount
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IMGBoot {
+    struct MountImage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "mount",
+            abstract: "Mount an image's tree on a directory of the host, to browse it.",
+            discussion: """
+                Like `systemd-dissect --mount`: the partitions are mounted where the image says \
+                (root on DIR, /usr, /home, /srv, …) in the host's mount namespace. \
+                `imgboot umount DIR` takes it all down again. Default --volatile=no: the image \
+                is written only if you write to the tree; add --read-only to prevent that.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var layering: LayeringOptions
+
+        @Argument(help: "The raw disk image (or block device) to mount.")
+        var image: String
+
+        @Argument(help: "The directory to mount it on (must exist).")
+        var directory: String
+
+        @Flag(help: "Print the mount plan and do nothing.")
+        var dryRun = false
+
+        func validate() throws { try layering.validate() }
+
+        func run() throws {
+            let logger = global.makeLogger()
+            let dissected = try DissectedImage.dissect(path: image, logger: logger)
+            let plan = try MountPlan.make(for: dissected, options: layering.options(default: .no))
+            if dryRun {
+                print(plan.description)
+                return
+            }
+            try requireRoot(image, "mounting")
+            let dir = try existingDirectory(directory)
+            let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
+            MountRecord(directory: dir, image: image, devices: attached.devices.map(\.device.identity)).save()
+            for warning in tree.warnings { writeError("imgboot: \(image): \(warning)") }
+        }
+    }
+
+    struct UnmountImage: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "umount",
+            abstract: "Unmount a tree that `imgboot mount` mounted, and wait for its loop devices to go.")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: "The directory the image is mounted on.")
+        var directory: String
+
+        func run() throws {
+            try requireRoot(directory, "unmounting")
+            let dir = try existingDirectory(directory)
+            try ImageUnmount.unmount(dir, logger: global.makeLogger())
+        }
+    }
+}
+
+/// Options that choose how the tree is layered (`mount`, `run`, `boot`, `smoke`).
+struct LayeringOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "How much may change: no (the image as it is), yes (tmpfs root, the image's /usr read-only), state (the image read-only, a fresh /var), overlay (changes kept in RAM). A bare --volatile means yes.",
+            valueName: "mode"))
+    var volatile: VolatileMode?
+
+    @Flag(help: "Mount everything read-only (only without a volatile mode, which never writes the image anyway).")
+    var readOnly = false
+
+    func validate() throws {
+        if readOnly, let volatile, volatile.isVolatile {
+            throw ValidationError("--read-only with --volatile=\(volatile): a volatile mode already keeps the image read-only")
+        }
+    }
+
+    func options(default mode: VolatileMode) -> MountOptions {
+        MountOptions(volatile: volatile ?? mode, readOnly: readOnly)
+    }
+}
+
+extension VolatileMode: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+    public static var allValueStrings: [String] { ["yes", "no", "state", "overlay"] }
+}
+
+/// A failure of imgboot's own about the command line's paths or privileges.
+struct CommandError: IMGBootError {
+    let description: String
+}
+
+func requireRoot(_ subject: String, _ what: String) throws {
+    guard geteuid() == 0 else {
+        throw CommandError(description: "\(subject): \(what) needs root (loop devices, mounts and namespaces)")
+    }
+}
+
+/// The canonical path of an existing directory, or a one-line error.
+func existingDirectory(_ path: String) throws -> String {
+    guard let resolved = realpath(path, nil) else {
+        throw CommandError(description: "\(path): \(errno == ENOENT ? "no such directory" : String(cString: strerror(errno)))")
+    }
+    defer { free(resolved) }
+    let canonical = String(cString: resolved)
+    var st = stat()
+    guard stat(canonical, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
+        throw CommandError(description: "\(path): not a directory")
+    }
+    return canonical
+}
