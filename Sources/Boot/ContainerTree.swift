@@ -18,12 +18,7 @@ struct ContainerTree {
     let image: String
     let logger: Logger
 
-    /// A bind mount from the host: `--bind=SRC[:DST[:ro]]`, `--bind-ro=`.
-    struct Bind: Sendable, Equatable {
-        var source: String
-        var target: String
-        var readOnly: Bool
-    }
+    typealias Bind = ContainerSpec.Bind
 
     /// What the parent keeps from the preparation.
     struct Prepared: ~Copyable {

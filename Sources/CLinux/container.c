@@ -311,13 +311,23 @@ static _Noreturn void child(const struct imgboot_container *c) {
         mount_in_root(root, "sys/fs/cgroup", "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_CGROUP);
     mount_in_root(root, "dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_MQUEUE);
 
-    if (c->console_fd >= 0) {
+    // The console is the pty imgboot relays; without one, /dev/null.
+    {
         char source[32], target[32];
         int console = open_in_root(root, "dev/console", 0);
         if (console < 0)
             fail(IMGBOOT_STEP_CONSOLE);
-        if (mount(fd_path(source, c->console_fd), fd_path(target, console), NULL, MS_BIND, NULL) < 0)
-            fail(IMGBOOT_STEP_CONSOLE);
+        if (c->console_fd >= 0 && c->console_path) {
+            if (mount(c->console_path, fd_path(target, console), NULL, MS_BIND, NULL) < 0)
+                fail(IMGBOOT_STEP_CONSOLE);
+        } else {
+            int null = open_in_root(root, "dev/null", 0);
+            if (null < 0)
+                fail(IMGBOOT_STEP_CONSOLE);
+            if (mount(fd_path(source, null), fd_path(target, console), NULL, MS_BIND, NULL) < 0)
+                fail(IMGBOOT_STEP_CONSOLE);
+            close(null);
+        }
         close(console);
     }
 

@@ -13,6 +13,7 @@
 
 #include "CLinuxFS.h"
 #include "CLinuxContainer.h"
+#include "CLinuxTerminal.h"
 
 /// The size in bytes of the block device open at `fd` (BLKGETSIZE64).
 int imgboot_block_device_size(int fd, uint64_t *size);

@@ -55,6 +55,10 @@ struct imgboot_container {
     /// A terminal (pty slave) for the console and the standard streams, or -1 to keep the
     /// caller's standard streams.
     int console_fd;
+    /// The path of that terminal on the host (/dev/pts/N), to bind it on /dev/console: a bind
+    /// needs a source in the child's own mount namespace, which a descriptor from the parent's
+    /// is not.
+    const char *console_path;
     /// New network namespace with only `lo`, up.
     int private_network;
     /// A cgroup2 directory to start in, with a cgroup namespace rooted there; or -1.

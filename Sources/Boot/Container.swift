@@ -1,0 +1,238 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Attach
+import CLinux
+import Dissect
+import Logging
+import Mount
+
+/// Runs a container from a disk image: attach, mount (in a private mount namespace), clone the
+/// child into new namespaces, supervise it, and tear everything down — on success, on error,
+/// and on Ctrl-C alike. After `run` returns, no loop device, mount or cgroup of the machine is
+/// left. (After SIGKILL the kernel reclaims them: the child dies with imgboot.)
+public enum Container {
+    /// The initial executables tried for `boot`, in order.
+    public static let initPaths = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"]
+
+    /// Runs `spec` to its end and returns the exit status to leave with: `run` — the command's
+    /// (128+N when killed by signal N, 127/126 when it cannot be executed); `boot` — 0 after a
+    /// clean poweroff or halt, 133 after a reboot, else the init's status.
+    public static func run(_ spec: ContainerSpec, logger: Logger) throws -> Int32 {
+        let clock = StageClock(logger: logger)
+        let image = spec.image.image
+
+        let attached = try AttachedImage.attach(
+            spec.image, partitions: spec.plan.attachments.map { (number: $0.number, readOnly: $0.readOnly) }, logger: logger)
+        defer {
+            attached.close()
+            if !attached.waitUntilDetached() { logger.warning("\(image): loop devices still attached after 2 s") }
+            attached.unlock()
+            clock.lap("teardown")
+        }
+        clock.lap("attach")
+
+        let cgroup = try MachineCgroup.create(machine: spec.machine, logger: logger)
+        defer { cgroup?.remove() }
+
+        // The tree is built in a private mount namespace: the host never sees it, and leaving
+        // the namespace (setns back) undoes every mount of a failed setup at once.
+        let hostNamespace = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC)
+        guard hostNamespace >= 0 else { throw BootError(image: image, "open /proc/self/ns/mnt", errno: errno) }
+        defer { close(hostNamespace) }
+        let treeDirectory = try makeTemporaryDirectory(image: image)
+        defer { rmdir(treeDirectory) }
+
+        guard imgboot_unshare(IMGBOOT_CLONE_NEWNS) == 0 else { throw BootError(image: image, "unshare the mount namespace", errno: errno) }
+        var inPrivateNamespace = true
+        func leavePrivateNamespace() {
+            guard inPrivateNamespace else { return }
+            if imgboot_setns(hostNamespace, IMGBOOT_CLONE_NEWNS) != 0 {
+                logger.error("\(image): cannot return to the host's mount namespace: \(String(cString: strerror(errno)))")
+            }
+            inPrivateNamespace = false
+        }
+        defer { leavePrivateNamespace() }
+        guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
+            throw BootError(image: image, "make the private mount namespace a slave", errno: errno)
+        }
+
+        let devices = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
+        let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: devices, at: treeDirectory, logger: logger)
+        for warning in tree.warnings { logger.warning("\(image): \(warning)") }
+        // The mounts hold the loop devices now.
+        attached.close()
+        clock.lap("mount")
+
+        let volatileEtc = spec.plan.mode == .yes || spec.plan.mode == .overlay
+        let prepared = try ContainerTree(root: treeDirectory, image: image, logger: logger)
+            .prepare(binds: spec.binds, shareNetwork: !spec.privateNetwork, volatileEtc: volatileEtc)
+        defer { close(prepared.notify) }
+
+        let argv = spec.boot ? try initCommand(spec, root: treeDirectory) : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
+        let console = try Console.open(spec: spec, image: image)
+        defer { console.restore() }
+        let environment = makeEnvironment(spec, console: console)
+        clock.lap("prepare")
+
+        let signals = Signals()
+        let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
+                              cgroup: cgroup, image: image)
+        defer { close(child.pidfd) }
+        // Only the child's copy of the namespace holds the tree now; ours goes with us.
+        leavePrivateNamespace()
+        clock.lap("spawn")
+
+        let supervisor = Supervisor(
+            spec: spec, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: prepared.notify,
+            console: console, signals: signals, started: clock.start, logger: logger)
+        let outcome = supervisor.run()
+        clock.lap("run")
+        return try outcome.exitStatus(spec: spec, argv: argv)
+    }
+
+    // MARK: Pieces
+
+    struct Child {
+        var pid: pid_t
+        var pidfd: Int32
+        var errorPipe: Int32
+    }
+
+    private static func spawn(
+        _ spec: ContainerSpec, root: String, argv: [String], environment: [String], console: Console,
+        cgroup: MachineCgroup?, image: String
+    ) throws -> Child {
+        var errorPipe: [Int32] = [-1, -1], syncPipe: [Int32] = [-1, -1]
+        guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
+        guard imgboot_pipe_cloexec(&syncPipe) == 0 else {
+            let e = errno
+            close(errorPipe[0]); close(errorPipe[1])
+            throw BootError(image: image, "create a pipe", errno: e)
+        }
+        defer { close(errorPipe[1]); close(syncPipe[0]); close(syncPipe[1]) }
+
+        let cArgv = CStringArray(argv), cEnv = CStringArray(environment)
+        var pidfd: Int32 = -1
+        let pid = root.withCString { rootPtr in
+            spec.hostname.withCString { hostPtr in
+              console.slavePath.withCString { consolePtr in
+                var config = imgboot_container(
+                    root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
+                    boot: spec.boot ? 1 : 0, console_fd: console.slave, console_path: consolePtr,
+                    private_network: spec.privateNetwork ? 1 : 0,
+                    cgroup_fd: cgroup?.fd ?? -1, keep_capabilities: Capabilities.keep(privateNetwork: spec.privateNetwork),
+                    error_fd: errorPipe[1], sync_fd: syncPipe[0])
+                return imgboot_container_start(&config, &pidfd)
+              }
+            }
+        }
+        guard pid > 0 else {
+            let e = errno
+            close(errorPipe[0])
+            throw BootError(image: image, "start the container (clone3)", errno: e)
+        }
+        // The child waits for this byte: it is placed (cgroup) and may go on.
+        var go: UInt8 = 1
+        _ = write(syncPipe[1], &go, 1)
+        return Child(pid: pid, pidfd: pidfd, errorPipe: errorPipe[0])
+    }
+
+    /// The image's init: the first of `initPaths` that exists as an executable inside the tree.
+    private static func initCommand(_ spec: ContainerSpec, root: String) throws -> [String] {
+        let top = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard top >= 0 else { throw BootError(image: spec.image.image, "open the tree", errno: errno) }
+        defer { close(top) }
+        for path in initPaths {
+            guard let file = try? TreePath(root: top, path: path, kind: S_IFREG) else { continue }
+            if access(file.procPath, X_OK) == 0 { return [path] + spec.arguments }
+        }
+        throw BootError(image: spec.image.image, "no init to boot: none of \(initPaths.joined(separator: ", ")) is in the image (use `imgboot run` to run a command)")
+    }
+
+    private static func makeEnvironment(_ spec: ContainerSpec, console: Console) -> [String] {
+        var env: [(String, String)] = [
+            ("container", "imgboot"),
+            ("container_uuid", randomUUID()),
+            ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("TERM", console.terminalType),
+            ("HOME", "/root"),
+            ("USER", "root"),
+            ("LOGNAME", "root"),
+        ]
+        if spec.boot { env.append(("NOTIFY_SOCKET", "/run/host/notify")) }
+        for entry in spec.environment {
+            let (name, value) = entry.split(separator: "=", maxSplits: 1).map(String.init).paired
+            env.removeAll { $0.0 == name }
+            env.append((name, value))
+        }
+        return env.map { "\($0.0)=\($0.1)" }
+    }
+
+    private static func makeTemporaryDirectory(image: String) throws(BootError) -> String {
+        var template = Array("/tmp/imgboot-root.XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap(mkdtemp) }) != nil else {
+            throw BootError(image: image, "create a directory in /tmp for the tree", errno: errno)
+        }
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// A random (version 4) UUID, for container_uuid: systemd makes it the machine ID when the
+    /// image has none.
+    static func randomUUID() -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 16) }
+        bytes[6] = bytes[6] & 0x0F | 0x40
+        bytes[8] = bytes[8] & 0x3F | 0x80
+        let hex = bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }
+        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }.joined(separator: "-")
+    }
+}
+
+extension Array where Element == String {
+    /// ["A", "B"] → ("A", "B"); ["A"] → ("A", "").
+    var paired: (String, String) { (first ?? "", count > 1 ? self[1] : "") }
+}
+
+/// A NULL-terminated array of C strings that lives as long as this object.
+final class CStringArray {
+    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
+    private let count: Int
+
+    init(_ strings: [String]) {
+        count = strings.count
+        pointer = .allocate(capacity: count + 1)
+        for (i, s) in strings.enumerated() { pointer[i] = strdup(s) }
+        pointer[count] = nil
+    }
+
+    deinit {
+        for i in 0..<count { free(pointer[i]) }
+        pointer.deallocate()
+    }
+}
+
+/// Times the stages at debug level: "dissect 0.004 s, attach 0.001 s, …".
+final class StageClock {
+    let start: Double
+    private var last: Double
+    private let logger: Logger
+
+    init(logger: Logger) {
+        self.logger = logger
+        start = StageClock.now()
+        last = start
+    }
+
+    func lap(_ stage: String) {
+        let now = StageClock.now()
+        logger.debug("stage \(stage): \(Int(((now - last) * 1_000_000).rounded())) µs")
+        last = now
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+}

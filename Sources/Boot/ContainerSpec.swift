@@ -1,0 +1,126 @@
+import Dissect
+import Mount
+
+/// What to run, and how: everything `imgboot run` and `imgboot boot` take from the command line.
+public struct ContainerSpec: Sendable {
+    public enum Console: String, Sendable, CaseIterable {
+        /// The container's console on this terminal, in raw mode, input and output.
+        case interactive
+        /// Output only; input is not read.
+        case readOnly = "read-only"
+        /// Nothing relayed (output is read and dropped, so the container never blocks on it).
+        case passive
+        /// Input and output relayed without a terminal (for pipes and files).
+        case pipe
+    }
+
+    public var image: DissectedImage
+    public var plan: MountPlan
+    /// The machine's name (cgroup, messages, default hostname).
+    public var machine: String
+    public var hostname: String
+    /// `run`: the command and its arguments. `boot`: the arguments for the init.
+    public var arguments: [String]
+    /// Boot the image's init as PID 1 instead of running a command.
+    public var boot: Bool
+    /// `--setenv` entries, `VAR=VALUE`.
+    public var environment: [String]
+    public var binds: [Bind]
+    public var privateNetwork: Bool
+    /// `boot`: how the console is relayed. `run` uses a terminal when stdin and stdout are
+    /// terminals, else passes the standard streams through untouched.
+    public var console: Console?
+
+    public init(
+        image: DissectedImage, plan: MountPlan, machine: String, hostname: String, arguments: [String],
+        boot: Bool, environment: [String] = [], binds: [Bind] = [], privateNetwork: Bool = false,
+        console: Console? = nil
+    ) {
+        self.image = image
+        self.plan = plan
+        self.machine = machine
+        self.hostname = hostname
+        self.arguments = arguments
+        self.boot = boot
+        self.environment = environment
+        self.binds = binds
+        self.privateNetwork = privateNetwork
+        self.console = console
+    }
+
+    /// A host path mounted into the container: `--bind=SRC[:DST[:ro]]`, `--bind-ro=SRC[:DST]`.
+    public struct Bind: Sendable, Equatable {
+        public var source: String
+        public var target: String
+        public var readOnly: Bool
+
+        public init(source: String, target: String, readOnly: Bool) {
+            self.source = source
+            self.target = target
+            self.readOnly = readOnly
+        }
+
+        /// Parses nspawn's syntax: `SRC[:DST[:OPTIONS]]`, OPTIONS `ro` or `rw`; DST defaults to
+        /// SRC. Both must be absolute. Nil with a reason when malformed.
+        public static func parse(_ text: String, readOnly: Bool) -> Result<Bind, BindSyntaxError> {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard (1...3).contains(parts.count), let source = parts.first, !source.isEmpty else {
+                return .failure(BindSyntaxError(text: text, reason: "expected SRC[:DST[:ro]]"))
+            }
+            let target = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
+            var ro = readOnly
+            if parts.count == 3 {
+                switch parts[2] {
+                case "ro": ro = true
+                case "rw": ro = false
+                default: return .failure(BindSyntaxError(text: text, reason: "unknown option \"\(parts[2])\" (ro or rw)"))
+                }
+            }
+            guard source.hasPrefix("/"), target.hasPrefix("/") else {
+                return .failure(BindSyntaxError(text: text, reason: "paths must be absolute"))
+            }
+            guard !target.split(separator: "/").contains("..") else {
+                return .failure(BindSyntaxError(text: text, reason: "the container path may not contain \"..\""))
+            }
+            return .success(Bind(source: source, target: target, readOnly: ro))
+        }
+    }
+
+    public struct BindSyntaxError: Error, CustomStringConvertible {
+        public let text: String
+        public let reason: String
+        public var description: String { "invalid bind \"\(text)\": \(reason)" }
+    }
+
+    /// The machine name nspawn would give an image: its file name without directories and
+    /// without a `.raw` (or `.img`) suffix, reduced to what a hostname may hold.
+    public static func defaultMachineName(image path: String) -> String {
+        var name = String(path.split(separator: "/").last ?? "image")
+        for suffix in [".raw", ".img"] where name.hasSuffix(suffix) && name.count > suffix.count {
+            name.removeLast(suffix.count)
+        }
+        let allowed = name.unicodeScalars.map { c -> Character in
+            (("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c) || c == "-" || c == "_" || c == ".")
+                ? Character(c) : "-"
+        }
+        let cleaned = String(allowed.prefix(64)).trimmingCharacters(in: "-.")
+        return cleaned.isEmpty ? "image" : cleaned
+    }
+
+    /// Whether `name` may name a machine (and be its hostname).
+    public static func isValidMachineName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64 && !name.hasPrefix("-") && !name.hasPrefix(".") && name != ".." &&
+            name.unicodeScalars.allSatisfy { c in
+                ("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c) || c == "-" || c == "_" || c == "."
+            }
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var s = Substring(self)
+        while let c = s.first, set.contains(c) { s.removeFirst() }
+        while let c = s.last, set.contains(c) { s.removeLast() }
+        return String(s)
+    }
+}

@@ -1,0 +1,272 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Logging
+
+/// The parent while the container runs: small and synchronous. One poll loop forwards
+/// signals, relays the console, listens for readiness, and reaps.
+final class Supervisor {
+    let spec: ContainerSpec
+    let pid: pid_t
+    let pidfd: Int32
+    var errorPipe: Int32
+    let notify: Int32
+    let console: Console
+    let signals: Signals
+    let started: Double
+    let logger: Logger
+
+    private var stdinOpen: Bool
+    private var ready = false
+    private var stopRequests = 0
+    private var escapePresses: [Double] = []
+    private var childError: imgboot_child_error?
+
+    init(spec: ContainerSpec, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
+         signals: Signals, started: Double, logger: Logger) {
+        self.spec = spec
+        self.pid = pid
+        self.pidfd = pidfd
+        self.errorPipe = errorPipe
+        self.notify = notify
+        self.console = console
+        self.signals = signals
+        self.started = started
+        self.logger = logger
+        stdinOpen = console.relaysInput
+    }
+
+    /// How the container ended.
+    struct Outcome {
+        /// The exit status of PID 1, or the signal that killed it.
+        var code: Int32
+        var killed: Bool
+        /// A step of the child that failed, if any.
+        var childError: imgboot_child_error?
+        var machine: String
+        var image: String
+    }
+
+    func run() -> Outcome {
+        defer { if errorPipe >= 0 { close(errorPipe) } }
+        while true {
+            var fds: [pollfd] = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0),
+                                 pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+            if errorPipe >= 0 { fds.append(pollfd(fd: errorPipe, events: Int16(POLLIN), revents: 0)) }
+            if spec.boot { fds.append(pollfd(fd: notify, events: Int16(POLLIN), revents: 0)) }
+            if console.master >= 0 { fds.append(pollfd(fd: console.master, events: Int16(POLLIN), revents: 0)) }
+            if stdinOpen { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
+
+            let n = poll(&fds, nfds_t(fds.count), -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                logger.error("poll: \(String(cString: strerror(errno)))")
+                break
+            }
+            for entry in fds where entry.revents != 0 {
+                switch entry.fd {
+                case signals.fd: handleSignals()
+                case errorPipe: readErrorPipe()
+                case notify: readNotify()
+                case console.master: relayOutput()
+                case 0: relayInput()
+                default: break
+                }
+            }
+            if fds[0].revents != 0, let outcome = reap() { return outcome }
+        }
+        return reapBlocking()
+    }
+
+    // MARK: Events
+
+    private func handleSignals() {
+        while let signal = signals.next() {
+            switch signal {
+            case SIGCHLD: break
+            case SIGWINCH: console.forwardWindowSize()
+            case SIGINT, SIGTERM, SIGHUP, SIGQUIT: stop(because: signal)
+            default: if !spec.boot { _ = imgboot_pidfd_send_signal(pidfd, signal) }
+            }
+        }
+    }
+
+    /// `boot`: the first request asks the init to halt (SIGRTMIN+3; never SIGTERM, which makes
+    /// systemd re-execute itself), the second kills. `run`: the signal goes to the tiny init,
+    /// which passes it on to the command; the third kills.
+    private func stop(because signal: Int32) {
+        stopRequests += 1
+        let setupDone = errorPipe < 0
+        if spec.boot {
+            if stopRequests == 1 && setupDone {
+                logger.notice("\(spec.machine): asking the init to halt (again to kill it)")
+                _ = imgboot_pidfd_send_signal(pidfd, imgboot_sigrtmin() + 3)
+            } else {
+                _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
+            }
+        } else {
+            _ = imgboot_pidfd_send_signal(pidfd, stopRequests >= 3 || !setupDone ? SIGKILL : signal)
+        }
+    }
+
+    private func readErrorPipe() {
+        var record = imgboot_child_error()
+        let n = read(errorPipe, &record, MemoryLayout<imgboot_child_error>.size)
+        if n == MemoryLayout<imgboot_child_error>.size {
+            childError = record
+            return
+        }
+        if n < 0 && errno == EINTR { return }
+        // End of file: the payload has been executed (or the child is gone).
+        close(errorPipe)
+        errorPipe = -1
+    }
+
+    private func readNotify() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(notify, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            guard n > 0 else { return }
+            let text = String(decoding: buffer[0..<n], as: UTF8.self)
+            for line in text.split(separator: "\n") {
+                if line == "READY=1" && !ready {
+                    ready = true
+                    let seconds = StageClock.now() - started
+                    writeStderr("imgboot: \(spec.machine) is ready (after \(formatSeconds(seconds)) s)\n")
+                } else if line.hasPrefix("STATUS=") {
+                    logger.debug("\(spec.machine): \(line.dropFirst(7))")
+                }
+            }
+        }
+    }
+
+    private func relayOutput() {
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(console.master, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }  // EAGAIN: all read; EIO: no one has the console open
+            if console.relaysOutput { writeAll(1, buffer[0..<n]) }
+        }
+    }
+
+    private func relayInput() {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+        if n < 0 && (errno == EINTR || errno == EAGAIN) { return }
+        guard n > 0 else {
+            stdinOpen = false
+            return
+        }
+        if console.mode == .interactive && countEscapes(buffer[0..<n]) {
+            writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(spec.machine)\r\n")
+            _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
+            stdinOpen = false
+            return
+        }
+        writeAll(console.master, buffer[0..<n])
+    }
+
+    /// Ctrl-] three times within a second kills the container, as in nspawn.
+    private func countEscapes(_ bytes: ArraySlice<UInt8>) -> Bool {
+        let now = StageClock.now()
+        for byte in bytes where byte == 0x1D {
+            escapePresses.append(now)
+            escapePresses.removeAll { now - $0 > 1.0 }
+            if escapePresses.count >= 3 { return true }
+        }
+        return false
+    }
+
+    // MARK: The end
+
+    private func reap() -> Outcome? {
+        var code: Int32 = 0, killed: Int32 = 0
+        guard imgboot_pidfd_wait(pidfd, 1, &code, &killed) == 1 else { return nil }
+        return finish(code: code, killed: killed != 0)
+    }
+
+    private func reapBlocking() -> Outcome {
+        var code: Int32 = 0, killed: Int32 = 0
+        _ = imgboot_pidfd_wait(pidfd, 0, &code, &killed)
+        return finish(code: code, killed: killed != 0)
+    }
+
+    private func finish(code: Int32, killed: Bool) -> Outcome {
+        // What the container still had to say.
+        if console.master >= 0 { relayOutput() }
+        while errorPipe >= 0 { readErrorPipe() }
+        return Outcome(code: code, killed: killed, childError: childError, machine: spec.machine, image: spec.image.image)
+    }
+}
+
+extension Supervisor.Outcome {
+    /// The status imgboot leaves with, or the setup error to report.
+    func exitStatus(spec: ContainerSpec, argv: [String]) throws(BootError) -> Int32 {
+        if let e = childError {
+            if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !spec.boot {
+                let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
+                writeStderr("imgboot: \(argv.first ?? ""): \(what)\n")
+            } else {
+                throw BootError(image: image, "container setup: \(describeStep(e.step))", errno: e.error)
+            }
+        }
+        if !killed { return code }
+        if spec.boot {
+            // systemd in a PID namespace ends by reboot(2), which the kernel turns into SIGINT
+            // for poweroff and halt and SIGHUP for reboot (nspawn: 0 and 133).
+            if code == SIGINT { return 0 }
+            if code == SIGHUP { return 133 }
+        }
+        return 128 + code
+    }
+}
+
+func describeStep(_ step: Int32) -> String {
+    switch UInt32(bitPattern: step) {
+    case IMGBOOT_STEP_SIGNALS.rawValue: "reset signals"
+    case IMGBOOT_STEP_CGROUP_NAMESPACE.rawValue: "create the cgroup namespace"
+    case IMGBOOT_STEP_LOOPBACK.rawValue: "bring up lo"
+    case IMGBOOT_STEP_ROOT.rawValue: "open the tree"
+    case IMGBOOT_STEP_PROC.rawValue: "mount proc on /proc"
+    case IMGBOOT_STEP_PROC_MASK.rawValue: "mask /proc files"
+    case IMGBOOT_STEP_PROC_READ_ONLY.rawValue: "make /proc/sys read-only"
+    case IMGBOOT_STEP_SYS.rawValue: "mount sysfs on /sys"
+    case IMGBOOT_STEP_CGROUP.rawValue: "mount cgroup2 on /sys/fs/cgroup"
+    case IMGBOOT_STEP_MQUEUE.rawValue: "mount mqueue on /dev/mqueue"
+    case IMGBOOT_STEP_CONSOLE.rawValue: "bind the console on /dev/console"
+    case IMGBOOT_STEP_PIVOT_ROOT.rawValue: "pivot_root into the tree"
+    case IMGBOOT_STEP_DETACH_OLD_ROOT.rawValue: "detach the host's root"
+    case IMGBOOT_STEP_HOSTNAME.rawValue: "set the hostname"
+    case IMGBOOT_STEP_SESSION.rawValue: "set up the session and terminal"
+    case IMGBOOT_STEP_CAPABILITIES.rawValue: "drop capabilities"
+    case IMGBOOT_STEP_FORK.rawValue: "fork the command"
+    case IMGBOOT_STEP_EXEC.rawValue: "execute the init"
+    default: "step \(step)"
+    }
+}
+
+/// Writes all of `bytes` to `fd`, waiting when it is non-blocking and full.
+func writeAll<C: Collection>(_ fd: Int32, _ bytes: C) where C.Element == UInt8 {
+    var data = Array(bytes)[...]
+    while !data.isEmpty {
+        let n = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        if n > 0 { data = data.dropFirst(n); continue }
+        if n < 0 && errno == EINTR { continue }
+        if n < 0 && errno == EAGAIN {
+            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&p, 1, 1000)
+            continue
+        }
+        return
+    }
+}
+
+func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
+
+func formatSeconds(_ seconds: Double) -> String {
+    let millis = Int((seconds * 1000).rounded())
+    let frac = String(millis % 1000)
+    return "\(millis / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
+}

@@ -1,0 +1,36 @@
+// CLinux, terminal and process part. Functions return a non-negative value on success and -1
+// with errno on failure.
+
+#ifndef IMGBOOT_CLINUX_TERMINAL_H
+#define IMGBOOT_CLINUX_TERMINAL_H
+
+#include <signal.h>
+
+/// A new pseudo-terminal pair: the master (O_RDWR|O_NOCTTY|O_CLOEXEC|O_NONBLOCK) and its slave
+/// (O_RDWR|O_NOCTTY|O_CLOEXEC), whose path is written to `name` (`size` bytes).
+int imgboot_open_pty(int *master, int *slave, char *name, unsigned long size);
+
+/// Copies the window size of terminal `from` to terminal `to` (TIOCGWINSZ, TIOCSWINSZ).
+int imgboot_copy_window_size(int from, int to);
+
+/// A signalfd(2) (non-blocking, close-on-exec) for the signals in `signals` (0-terminated),
+/// after blocking them.
+int imgboot_signalfd(const int *signals);
+
+/// Reads one signal from a signalfd: returns its number, 0 when none is pending.
+int imgboot_signalfd_read(int fd);
+
+/// Unblocks every signal (the mask is inherited across exec).
+int imgboot_unblock_signals(void);
+
+/// waitid(P_PIDFD): 0 when the process is not done yet (with WNOHANG), 1 when it is, with
+/// `*code` its exit status or the number of the signal that killed it, `*killed` which.
+int imgboot_pidfd_wait(int pidfd, int nohang, int *code, int *killed);
+
+/// pipe2(2) with O_CLOEXEC.
+int imgboot_pipe_cloexec(int fds[2]);
+
+/// getrandom(2): fills `buffer` with `length` random bytes.
+int imgboot_random(void *buffer, unsigned long length);
+
+#endif

@@ -1,0 +1,89 @@
+#define _GNU_SOURCE
+#include "CLinuxTerminal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+int imgboot_open_pty(int *master, int *slave, char *name, unsigned long size) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (m < 0)
+        return -1;
+    if (grantpt(m) < 0 || unlockpt(m) < 0 || ptsname_r(m, name, size) != 0)
+        goto fail;
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0)
+        goto fail;
+    *master = m;
+    *slave = s;
+    return 0;
+fail:;
+    int saved = errno;
+    close(m);
+    errno = saved;
+    return -1;
+}
+
+int imgboot_copy_window_size(int from, int to) {
+    struct winsize ws;
+    if (ioctl(from, TIOCGWINSZ, &ws) < 0)
+        return -1;
+    return ioctl(to, TIOCSWINSZ, &ws);
+}
+
+int imgboot_signalfd(const int *signals) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (const int *s = signals; *s; s++)
+        sigaddset(&set, *s);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        return -1;
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int imgboot_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof info);
+    if (n < 0)
+        return errno == EAGAIN ? 0 : -1;
+    if (n != (ssize_t)sizeof info) {
+        errno = EIO;
+        return -1;
+    }
+    return (int)info.ssi_signo;
+}
+
+int imgboot_unblock_signals(void) {
+    sigset_t none;
+    sigemptyset(&none);
+    return sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+int imgboot_pidfd_wait(int pidfd, int nohang, int *code, int *killed) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | (nohang ? WNOHANG : 0)) < 0)
+        return -1;
+    if (info.si_pid == 0)
+        return 0;
+    *killed = info.si_code == CLD_KILLED || info.si_code == CLD_DUMPED;
+    *code = info.si_status;
+    return 1;
+}
+
+int imgboot_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int imgboot_random(void *buffer, unsigned long length) {
+    return getrandom(buffer, length, 0) == (ssize_t)length ? 0 : -1;
+}

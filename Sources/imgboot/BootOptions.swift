@@ -1,0 +1,69 @@
+import ArgumentParser
+import Boot
+import Dissect
+import Mount
+
+/// The options `run`, `boot` (and `smoke`) share, named as systemd-nspawn names them.
+struct BootOptions: ParsableArguments {
+    @OptionGroup var layering: LayeringOptions
+
+    @Option(help: ArgumentHelp("The machine's name (default: the image's file name without .raw).", valueName: "name"))
+    var machine: String?
+
+    @Option(help: ArgumentHelp("The container's hostname (default: the machine's name).", valueName: "name"))
+    var hostname: String?
+
+    @Option(name: .customLong("setenv"), help: ArgumentHelp("Set an environment variable in the container (repeatable).", valueName: "VAR=VALUE"))
+    var environment: [String] = []
+
+    @Option(name: .customLong("bind"), help: ArgumentHelp("Bind-mount a host path into the container (repeatable; OPTIONS: ro or rw).", valueName: "SRC[:DST[:OPTIONS]]"))
+    var binds: [String] = []
+
+    @Option(name: .customLong("bind-ro"), help: ArgumentHelp("Bind-mount a host path read-only (repeatable).", valueName: "SRC[:DST]"))
+    var readOnlyBinds: [String] = []
+
+    @Flag(help: "Give the container its own network with only lo (up).")
+    var privateNetwork = false
+
+    @Flag(help: "Print the mount plan and do nothing.")
+    var dryRun = false
+
+    func validate() throws {
+        try layering.validate()
+        if let machine, !ContainerSpec.isValidMachineName(machine) {
+            throw ValidationError("--machine=\(machine): a machine name has 1 to 64 letters, digits, '-', '_' or '.'")
+        }
+        if let hostname, !ContainerSpec.isValidMachineName(hostname) {
+            throw ValidationError("--hostname=\(hostname): a hostname has 1 to 64 letters, digits, '-', '_' or '.'")
+        }
+        for entry in environment {
+            let name = entry.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
+            guard entry.contains("="), !name.isEmpty, !name.contains(where: { $0 == " " || $0 == "\0" }) else {
+                throw ValidationError("--setenv=\(entry): expected VAR=VALUE")
+            }
+        }
+        _ = try parsedBinds()
+    }
+
+    func parsedBinds() throws -> [ContainerSpec.Bind] {
+        try (binds.map { ($0, false) } + readOnlyBinds.map { ($0, true) }).map { text, readOnly in
+            switch ContainerSpec.Bind.parse(text, readOnly: readOnly) {
+            case .success(let bind): return bind
+            case .failure(let error): throw ValidationError("--bind: \(error)")
+            }
+        }
+    }
+
+    /// Dissects the image and makes the container's spec (default mode: overlay).
+    func spec(image: String, arguments: [String], boot: Bool, console: ContainerSpec.Console?, logger: Logger) throws -> ContainerSpec {
+        let dissected = try DissectedImage.dissect(path: image, logger: logger)
+        let plan = try MountPlan.make(for: dissected, options: layering.options(default: .overlay))
+        let name = machine ?? ContainerSpec.defaultMachineName(image: image)
+        return ContainerSpec(
+            image: dissected, plan: plan, machine: name, hostname: hostname ?? name, arguments: arguments,
+            boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
+            console: console)
+    }
+}
+
+import Logging

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Boot
+import Dissect
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IMGBoot {
+    struct Run: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command in a container of the image (default: a shell).",
+            discussion: """
+                The command runs under a tiny init (PID 1) that reaps and forwards signals, so \
+                exit statuses behave as in a shell: the command's, 128+N if killed by signal N, \
+                127 if not found, 126 if not executable. With a terminal, the command gets a pty \
+                (Ctrl-] three times within a second kills the container); otherwise stdin, stdout \
+                and stderr pass through untouched. Default --volatile=overlay: the image is never \
+                written unless you ask with --volatile=no.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var options: BootOptions
+
+        @Argument(help: "The raw disk image (or block device).")
+        var image: String
+
+        @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "command"))
+        var command: [String] = []
+
+        func validate() throws { try options.validate() }
+
+        func run() throws {
+            let logger = global.makeLogger()
+            let spec = try options.spec(image: image, arguments: command, boot: false, console: nil, logger: logger)
+            if options.dryRun {
+                print(spec.plan.description)
+                return
+            }
+            try requireRoot(image, "running a container")
+            throw ExitCode(try Container.run(spec, logger: logger))
+        }
+    }
+
+    struct Boot: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Boot the image's init (systemd) as PID 1 in a container.",
+            discussion: """
+                The init is the first of /usr/lib/systemd/systemd, /lib/systemd/systemd, \
+                /sbin/init. When it reports READY=1, imgboot prints "imgboot: MACHINE is ready \
+                (after N.NNN s)" on stderr. SIGTERM or SIGINT (Ctrl-C when not interactive) asks \
+                the init to halt; a second one kills it. Exit status 0 after a clean poweroff or \
+                halt, 133 after a reboot. Default --volatile=overlay.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var options: BootOptions
+
+        @Option(help: ArgumentHelp(
+            "interactive (default with a terminal), read-only (default otherwise), passive, or pipe.",
+            valueName: "mode"))
+        var console: ContainerSpec.Console?
+
+        @Argument(help: "The raw disk image (or block device).")
+        var image: String
+
+        @Argument(parsing: .postTerminator, help: ArgumentHelp("Arguments for the init, after --.", valueName: "init-arg"))
+        var initArguments: [String] = []
+
+        func validate() throws { try options.validate() }
+
+        func run() throws {
+            let logger = global.makeLogger()
+            let spec = try options.spec(image: image, arguments: initArguments, boot: true, console: console, logger: logger)
+            if options.dryRun {
+                print(spec.plan.description)
+                return
+            }
+            try requireRoot(image, "booting a container")
+            throw ExitCode(try Container.run(spec, logger: logger))
+        }
+    }
+}
+
+extension ContainerSpec.Console: ExpressibleByArgument {}
