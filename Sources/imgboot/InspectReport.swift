@@ -1,10 +1,30 @@
 import Dissect
+import Mount
 
-/// The human-readable form of `imgboot inspect`: a header, then a table of partitions.
+/// The forms of `imgboot inspect`: for people, a header and a table of partitions; for
+/// programs, one JSON object.
 struct InspectReport {
     let image: DissectedImage
+    /// Nil when it could not be read (no root, no root partition).
+    let metadata: ImageMetadata?
 
-    init(_ image: DissectedImage) { self.image = image }
+    init(_ image: DissectedImage, metadata: ImageMetadata? = nil) {
+        self.image = image
+        self.metadata = metadata
+    }
+
+    /// `DissectedImage.json` with `osRelease`, `hostname` and `machineId` after `architecture`.
+    var json: JSON {
+        guard case .object(var members) = image.json else { return image.json }
+        let at = (members.firstIndex { $0.0 == "architecture" } ?? members.count - 1) + 1
+        let osRelease: JSON = metadata.map { .object($0.osRelease.map { ($0.key, JSON.string($0.value)) }) } ?? .null
+        members.insert(contentsOf: [
+            ("osRelease", osRelease),
+            ("hostname", .string(metadata?.hostname)),
+            ("machineId", .string(metadata?.machineId)),
+        ], at: at)
+        return .object(members)
+    }
 
     var text: String {
         var out = ""
@@ -19,9 +39,9 @@ struct InspectReport {
             ("Table", table),
             ("Disk UUID", image.imageUuid ?? "-"),
             ("Arch", image.architecture?.rawValue ?? "-"),
-        ]
+        ] + metadataLines
         for (key, value) in header {
-            out += (key + ":").padding(to: 11) + value + "\n"
+            out += (key + ":").padding(to: 12) + printable(value) + "\n"
         }
         out += "\n"
 
@@ -58,6 +78,20 @@ struct InspectReport {
         }
         if !image.warnings.isEmpty { out += "\n" }
         return out
+    }
+}
+
+extension InspectReport {
+    /// OS, hostname and machine ID lines, when known.
+    var metadataLines: [(String, String)] {
+        guard let metadata else { return [] }
+        let fields = Dictionary(metadata.osRelease.map { ($0.key, $0.value) }, uniquingKeysWith: { _, b in b })
+        let os = fields["PRETTY_NAME"] ?? [fields["NAME"], fields["VERSION"]].compactMap { $0 }.joined(separator: " ")
+        return [
+            ("OS", os.isEmpty ? "-" : os),
+            ("Hostname", metadata.hostname ?? "-"),
+            ("Machine ID", metadata.machineId ?? "-"),
+        ]
     }
 }
 
