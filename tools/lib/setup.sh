@@ -20,6 +20,7 @@ base_packages=(
     fdisk e2fsprogs xfsprogs btrfs-progs      # fixture images
     squashfs-tools erofs-utils busybox-static dosfstools
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references
+    mmdebstrap                                # the Debian image the system tests boot
 )
 
 # Installs whatever of "$@" is missing, with one apt-get update at most.
