@@ -35,11 +35,16 @@ final class Console {
     }
 
     static func open(spec: ContainerSpec, image: String) throws(BootError) -> Console {
+        try open(boot: spec.boot, requested: spec.console, subject: image)
+    }
+
+    /// `boot`: a pty in every mode; otherwise (`run`, `enter`) a pty only for a terminal.
+    static func open(boot: Bool, requested: ContainerSpec.Console?, subject image: String) throws(BootError) -> Console {
         let terminal = isatty(0) == 1 && isatty(1) == 1
         let hostTerm = getenv("TERM").map { String(cString: $0) } ?? "vt220"
         let mode: ContainerSpec.Console?
-        if spec.boot {
-            mode = spec.console ?? (terminal ? .interactive : .readOnly)
+        if boot {
+            mode = requested ?? (terminal ? .interactive : .readOnly)
         } else {
             // run: a terminal gets a pty; pipes and files pass through untouched.
             mode = terminal ? .interactive : nil

@@ -21,6 +21,21 @@ public enum Container {
     public static func run(_ spec: ContainerSpec, logger: Logger) throws -> Int32 {
         let clock = StageClock(logger: logger)
         let image = spec.image.image
+        var spec = spec
+
+        // The machine's name, unique among running machines; held until the machine ends.
+        let registration: MachineRegistry.Registration
+        do {
+            registration = try MachineRegistry.register(
+                name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
+                mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run")
+        } catch .taken(let name) {
+            throw BootError(image: image, "machine \(name) is already running (choose another --machine)")
+        } catch .failed(let what, let e) {
+            throw BootError(image: image, what, errno: e)
+        }
+        defer { registration.unregister() }
+        spec.machine = registration.machine.name
 
         let attached = try AttachedImage.attach(
             spec.image, partitions: spec.plan.attachments.map { (number: $0.number, readOnly: $0.readOnly) }, logger: logger)
@@ -79,16 +94,17 @@ public enum Container {
         let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
                               cgroup: cgroup, image: image)
         defer { close(child.pidfd) }
+        registration.update(leader: child.pid, cgroup: cgroup?.path)
         // Only the child's copy of the namespace holds the tree now; ours goes with us.
         leavePrivateNamespace()
         clock.lap("spawn")
 
         let supervisor = Supervisor(
-            spec: spec, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: prepared.notify,
+            machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: prepared.notify,
             console: console, signals: signals, started: clock.start, logger: logger)
         let outcome = supervisor.run()
         clock.lap("run")
-        return try outcome.exitStatus(spec: spec, argv: argv)
+        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: argv)
     }
 
     // MARK: Pieces
@@ -115,7 +131,7 @@ public enum Container {
         let cArgv = CStringArray(argv), cEnv = CStringArray(environment)
         var pidfd: Int32 = -1
         let pid = root.withCString { rootPtr in
-            spec.hostname.withCString { hostPtr in
+            (spec.hostname ?? spec.machine).withCString { hostPtr in
               console.slavePath.withCString { consolePtr in
                 var config = imgboot_container(
                     root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
@@ -175,6 +191,13 @@ public enum Container {
             throw BootError(image: image, "create a directory in /tmp for the tree", errno: errno)
         }
         return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// `path` made absolute (for the registry; the image may be named relative to the cwd).
+    static func absolutePath(_ path: String) -> String {
+        guard let resolved = realpath(path, nil) else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// A random (version 4) UUID, for container_uuid: systemd makes it the machine ID when the

@@ -18,7 +18,11 @@ public struct ContainerSpec: Sendable {
     public var plan: MountPlan
     /// The machine's name (cgroup, messages, default hostname).
     public var machine: String
-    public var hostname: String
+    /// The user chose the name: a name in use is an error. Otherwise a taken name gets a
+    /// suffix (`basic-2`), so that many containers of one image run at once.
+    public var machineNameIsExplicit: Bool
+    /// The hostname; nil for the machine's name.
+    public var hostname: String?
     /// `run`: the command and its arguments. `boot`: the arguments for the init.
     public var arguments: [String]
     /// Boot the image's init as PID 1 instead of running a command.
@@ -32,13 +36,14 @@ public struct ContainerSpec: Sendable {
     public var console: Console?
 
     public init(
-        image: DissectedImage, plan: MountPlan, machine: String, hostname: String, arguments: [String],
-        boot: Bool, environment: [String] = [], binds: [Bind] = [], privateNetwork: Bool = false,
-        console: Console? = nil
+        image: DissectedImage, plan: MountPlan, machine: String, machineNameIsExplicit: Bool = false,
+        hostname: String?, arguments: [String], boot: Bool, environment: [String] = [], binds: [Bind] = [],
+        privateNetwork: Bool = false, console: Console? = nil
     ) {
         self.image = image
         self.plan = plan
         self.machine = machine
+        self.machineNameIsExplicit = machineNameIsExplicit
         self.hostname = hostname
         self.arguments = arguments
         self.boot = boot

@@ -7,7 +7,10 @@ import Logging
 /// The parent while the container runs: small and synchronous. One poll loop forwards
 /// signals, relays the console, listens for readiness, and reaps.
 final class Supervisor {
-    let spec: ContainerSpec
+    /// The machine's name, for messages.
+    let machine: String
+    /// An init is PID 1 (stop by halting it), rather than a command under the tiny init.
+    let boot: Bool
     let pid: pid_t
     let pidfd: Int32
     var errorPipe: Int32
@@ -23,9 +26,10 @@ final class Supervisor {
     private var escapePresses: [Double] = []
     private var childError: imgboot_child_error?
 
-    init(spec: ContainerSpec, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
+    init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
          signals: Signals, started: Double, logger: Logger) {
-        self.spec = spec
+        self.machine = machine
+        self.boot = boot
         self.pid = pid
         self.pidfd = pidfd
         self.errorPipe = errorPipe
@@ -44,8 +48,6 @@ final class Supervisor {
         var killed: Bool
         /// A step of the child that failed, if any.
         var childError: imgboot_child_error?
-        var machine: String
-        var image: String
     }
 
     func run() -> Outcome {
@@ -54,7 +56,7 @@ final class Supervisor {
             var fds: [pollfd] = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0),
                                  pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
             if errorPipe >= 0 { fds.append(pollfd(fd: errorPipe, events: Int16(POLLIN), revents: 0)) }
-            if spec.boot { fds.append(pollfd(fd: notify, events: Int16(POLLIN), revents: 0)) }
+            if notify >= 0 { fds.append(pollfd(fd: notify, events: Int16(POLLIN), revents: 0)) }
             if console.master >= 0 { fds.append(pollfd(fd: console.master, events: Int16(POLLIN), revents: 0)) }
             if stdinOpen { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
 
@@ -87,7 +89,7 @@ final class Supervisor {
             case SIGCHLD: break
             case SIGWINCH: console.forwardWindowSize()
             case SIGINT, SIGTERM, SIGHUP, SIGQUIT: stop(because: signal)
-            default: if !spec.boot { _ = imgboot_pidfd_send_signal(pidfd, signal) }
+            default: if !boot { _ = imgboot_pidfd_send_signal(pidfd, signal) }
             }
         }
     }
@@ -98,9 +100,9 @@ final class Supervisor {
     private func stop(because signal: Int32) {
         stopRequests += 1
         let setupDone = errorPipe < 0
-        if spec.boot {
+        if boot {
             if stopRequests == 1 && setupDone {
-                logger.notice("\(spec.machine): asking the init to halt (again to kill it)")
+                logger.notice("\(machine): asking the init to halt (again to kill it)")
                 _ = imgboot_pidfd_send_signal(pidfd, imgboot_sigrtmin() + 3)
             } else {
                 _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
@@ -133,9 +135,9 @@ final class Supervisor {
                 if line == "READY=1" && !ready {
                     ready = true
                     let seconds = StageClock.now() - started
-                    writeStderr("imgboot: \(spec.machine) is ready (after \(formatSeconds(seconds)) s)\n")
+                    writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n")
                 } else if line.hasPrefix("STATUS=") {
-                    logger.debug("\(spec.machine): \(line.dropFirst(7))")
+                    logger.debug("\(machine): \(line.dropFirst(7))")
                 }
             }
         }
@@ -160,7 +162,7 @@ final class Supervisor {
             return
         }
         if console.mode == .interactive && countEscapes(buffer[0..<n]) {
-            writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(spec.machine)\r\n")
+            writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(machine)\r\n")
             _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
             stdinOpen = false
             return
@@ -197,23 +199,24 @@ final class Supervisor {
         // What the container still had to say.
         if console.master >= 0 { relayOutput() }
         while errorPipe >= 0 { readErrorPipe() }
-        return Outcome(code: code, killed: killed, childError: childError, machine: spec.machine, image: spec.image.image)
+        return Outcome(code: code, killed: killed, childError: childError)
     }
 }
 
 extension Supervisor.Outcome {
-    /// The status imgboot leaves with, or the setup error to report.
-    func exitStatus(spec: ContainerSpec, argv: [String]) throws(BootError) -> Int32 {
+    /// The status imgboot leaves with, or the setup error to report (`subject`: the image or
+    /// machine the message names).
+    func exitStatus(boot: Bool, subject: String, argv: [String]) throws(BootError) -> Int32 {
         if let e = childError {
-            if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !spec.boot {
+            if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !boot {
                 let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
                 writeStderr("imgboot: \(argv.first ?? ""): \(what)\n")
             } else {
-                throw BootError(image: image, "container setup: \(describeStep(e.step))", errno: e.error)
+                throw BootError(image: subject, "container setup: \(describeStep(e.step))", errno: e.error)
             }
         }
         if !killed { return code }
-        if spec.boot {
+        if boot {
             // systemd in a PID namespace ends by reboot(2), which the kernel turns into SIGINT
             // for poweroff and halt and SIGHUP for reboot (nspawn: 0 and 133).
             if code == SIGINT { return 0 }

@@ -191,9 +191,9 @@ static size_t length(const char *s) {
 }
 
 /// Runs the command: exec, or say why not (127: not found, 126: not executable) as shells do.
-static _Noreturn void exec_command(const struct imgboot_container *c) {
-    environ = (char **)c->envp;
-    execvp(c->argv[0], c->argv);
+static _Noreturn void exec_command(char *const *argv, char *const *envp) {
+    environ = (char **)envp;
+    execvp(argv[0], argv);
     int saved = errno;
     struct imgboot_child_error e = { .step = IMGBOOT_STEP_EXEC, .error = saved };
     if (error_fd >= 0) {
@@ -212,7 +212,9 @@ static void forward_signal(int sig) {
         kill(command_pid, sig);
 }
 
-static _Noreturn void tiny_init(const struct imgboot_container *c) {
+/// Forks the command (with `console_fd` as its terminal, if any; after dropping capabilities
+/// to `keep` when `drop` is set) and waits for it: the body of `run`'s PID 1 and of `enter`.
+static _Noreturn void run_command(char *const *argv, char *const *envp, int console_fd, int drop, uint64_t keep) {
     // Signals arriving before the handlers are in place wait in the mask, not lost.
     sigset_t forwarded, previous;
     sigemptyset(&forwarded);
@@ -228,16 +230,18 @@ static _Noreturn void tiny_init(const struct imgboot_container *c) {
         sigprocmask(SIG_SETMASK, &previous, NULL);
         if (setsid() < 0)
             fail(IMGBOOT_STEP_SESSION);
-        if (c->console_fd >= 0)
-            use_terminal(c->console_fd, 1);
-        exec_command(c);
+        if (console_fd >= 0)
+            use_terminal(console_fd, 1);
+        if (drop)
+            drop_capabilities(keep);
+        exec_command(argv, envp);
     }
     command_pid = pid;
     // The command holds the error pipe until its exec; the parent's end-of-file means it ran.
     close(error_fd);
     error_fd = -1;
-    if (c->console_fd >= 0)
-        close(c->console_fd);
+    if (console_fd >= 0)
+        close(console_fd);
 
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -349,7 +353,7 @@ static _Noreturn void child(const struct imgboot_container *c) {
     drop_capabilities(c->keep_capabilities);
 
     if (!c->boot)
-        tiny_init(c);
+        run_command(c->argv, c->envp, c->console_fd, 0, 0);
     // An init takes /dev/console as its terminal by itself; it only needs the standard streams.
     if (c->console_fd >= 0)
         use_terminal(c->console_fd, 0);
@@ -377,11 +381,46 @@ pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd
     return (pid_t)pid;
 }
 
+static _Noreturn void enter_child(const struct imgboot_enter *e) {
+    error_fd = e->error_fd;
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(IMGBOOT_STEP_SIGNALS);
+    reset_signals();
+    if (setns(e->leader_pidfd, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP) < 0)
+        fail(IMGBOOT_STEP_ROOT);
+    close(e->leader_pidfd);
+    if (e->cgroup_fd >= 0)
+        close(e->cgroup_fd);
+    if (chdir("/") < 0)
+        fail(IMGBOOT_STEP_ROOT);
+    run_command(e->argv, e->envp, e->console_fd, 1, e->keep_capabilities);
+}
+
+pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd) {
+    struct clone_args args;
+    memset(&args, 0, sizeof args);
+    args.flags = CLONE_PIDFD;
+    if (config->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)config->cgroup_fd;
+    }
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    long pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0)
+        return -1;
+    if (pid == 0)
+        enter_child(config);
+    return (pid_t)pid;
+}
+
 int imgboot_pidfd_send_signal(int pidfd, int signal) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
 }
 
 int imgboot_sigrtmin(void) { return SIGRTMIN; }
+
+int imgboot_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int imgboot_unshare(int flags) { return unshare(flags); }
 

@@ -58,9 +58,9 @@ struct BootOptions: ParsableArguments {
     func spec(image: String, arguments: [String], boot: Bool, console: ContainerSpec.Console?, logger: Logger) throws -> ContainerSpec {
         let dissected = try DissectedImage.dissect(path: image, logger: logger)
         let plan = try MountPlan.make(for: dissected, options: layering.options(default: .overlay))
-        let name = machine ?? ContainerSpec.defaultMachineName(image: image)
         return ContainerSpec(
-            image: dissected, plan: plan, machine: name, hostname: hostname ?? name, arguments: arguments,
+            image: dissected, plan: plan, machine: machine ?? ContainerSpec.defaultMachineName(image: image),
+            machineNameIsExplicit: machine != nil, hostname: hostname, arguments: arguments,
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
             console: console)
     }

@@ -72,6 +72,26 @@ struct imgboot_container {
     int sync_fd;
 };
 
+/// How to run a command inside a running container (`imgboot enter`).
+struct imgboot_enter {
+    /// A pidfd of the container's PID 1: its namespaces are joined (mount, PID, UTS, IPC,
+    /// network, cgroup), and with the mount namespace its root.
+    int leader_pidfd;
+    /// The machine's cgroup2 directory, or -1.
+    int cgroup_fd;
+    char *const *argv;
+    char *const *envp;
+    /// A terminal (pty slave) for the command, or -1 to pass the standard streams through.
+    int console_fd;
+    uint64_t keep_capabilities;
+    int error_fd;
+};
+
+/// Starts `imgboot enter`'s child: it joins the container's namespaces, then forks the command
+/// into them (a PID namespace only applies to children) and waits for it, leaving with its
+/// status (128+N when killed by signal N), passing signals on. Returns its PID and a pidfd.
+pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd);
+
 /// Starts the container child with clone3: new mount, PID, UTS, IPC (and network) namespaces,
 /// in the cgroup `cgroup_fd`, killed if the caller dies. Returns its PID (in the caller's
 /// namespace) and stores a pidfd in `*pidfd`.
@@ -79,6 +99,9 @@ pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd
 
 /// pidfd_send_signal(2).
 int imgboot_pidfd_send_signal(int pidfd, int signal);
+
+/// pidfd_open(2).
+int imgboot_pidfd_open(pid_t pid);
 
 /// SIGRTMIN+n as the kernel numbers it (glibc reserves the first few for itself).
 int imgboot_sigrtmin(void);

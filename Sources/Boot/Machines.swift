@@ -1,0 +1,99 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CLinux
+import Logging
+
+/// Working with running machines: `imgboot enter` and `imgboot stop`.
+public enum Machines {
+    /// Runs `command` (default a shell) inside the running machine `name` — its namespaces, its
+    /// root, its cgroup, the container's capability set, a clean environment — and returns its
+    /// exit status, as `run` would.
+    public static func enter(_ name: String, command: [String], environment: [String] = [], logger: Logger) throws -> Int32 {
+        guard let machine = MachineRegistry.lookup(name), machine.leader > 0 else {
+            throw BootError(image: name, "no such machine is running (see imgboot list)")
+        }
+        let leader = imgboot_pidfd_open(machine.leader)
+        guard leader >= 0 else { throw BootError(image: name, "the machine has ended", errno: errno) }
+        defer { close(leader) }
+        let cgroup = machine.cgroup.map { open($0, O_DIRECTORY | O_RDONLY | O_CLOEXEC) } ?? -1
+        defer { if cgroup >= 0 { close(cgroup) } }
+
+        let argv = command.isEmpty ? ["/bin/sh"] : command
+        let console = try Console.open(boot: false, requested: nil, subject: name)
+        defer { console.restore() }
+        var env = [
+            "container=imgboot", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "TERM=\(console.terminalType)", "HOME=/root", "USER=root", "LOGNAME=root",
+        ]
+        for entry in environment {
+            let name = entry.split(separator: "=", maxSplits: 1).first.map(String.init) ?? entry
+            env.removeAll { $0.hasPrefix(name + "=") }
+            env.append(entry)
+        }
+        var errorPipe: [Int32] = [-1, -1]
+        guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: name, "create a pipe", errno: errno) }
+        let signals = Signals()
+        let cArgv = CStringArray(argv), cEnv = CStringArray(env)
+        var pidfd: Int32 = -1
+        var config = imgboot_enter(
+            leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
+            console_fd: console.slave, keep_capabilities: Capabilities.keep(privateNetwork: false), error_fd: errorPipe[1])
+        let pid = imgboot_enter_start(&config, &pidfd)
+        let e = errno
+        close(errorPipe[1])
+        guard pid > 0 else {
+            close(errorPipe[0])
+            throw BootError(image: name, "start a process in the machine (clone3)", errno: e)
+        }
+        defer { close(pidfd) }
+        let outcome = Supervisor(
+            machine: name, boot: false, pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], notify: -1,
+            console: console, signals: signals, started: StageClock.now(), logger: logger
+        ).run()
+        return try outcome.exitStatus(boot: false, subject: name, argv: argv)
+    }
+
+    /// Asks the machine `name` to power off (SIGRTMIN+4 to an init; SIGTERM to a `run`
+    /// container's command), kills it after `timeout` seconds, and waits until imgboot has
+    /// torn it down. Returns whether it stopped before the timeout.
+    @discardableResult
+    public static func stop(_ name: String, timeout: Double, logger: Logger) throws -> Bool {
+        guard let machine = MachineRegistry.lookup(name), machine.leader > 0 else {
+            throw BootError(image: name, "no such machine is running (see imgboot list)")
+        }
+        let leader = imgboot_pidfd_open(machine.leader)
+        guard leader >= 0 else { throw BootError(image: name, "the machine has ended", errno: errno) }
+        defer { close(leader) }
+        let signal = machine.kind == "boot" ? imgboot_sigrtmin() + 4 : SIGTERM
+        guard imgboot_pidfd_send_signal(leader, signal) == 0 else {
+            throw BootError(image: name, "signal the machine", errno: errno)
+        }
+        var clean = wait(leader, seconds: timeout)
+        if !clean {
+            logger.warning("\(name) did not stop within \(formatSeconds(timeout)) s; killing it")
+            _ = imgboot_pidfd_send_signal(leader, SIGKILL)
+            _ = wait(leader, seconds: 10)
+        }
+        // Until imgboot has detached its devices and removed its cgroup, the name stays taken.
+        let deadline = StageClock.now() + 10
+        while MachineRegistry.lookup(name)?.supervisor == machine.supervisor && StageClock.now() < deadline {
+            usleep(5_000)
+        }
+        if MachineRegistry.lookup(name)?.supervisor == machine.supervisor { clean = false }
+        return clean
+    }
+
+    /// Waits until the process of `pidfd` ends (pidfds become readable), at most `seconds`.
+    static func wait(_ pidfd: Int32, seconds: Double) -> Bool {
+        let deadline = StageClock.now() + seconds
+        while true {
+            let left = deadline - StageClock.now()
+            if left <= 0 { return false }
+            var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
+            let n = poll(&p, 1, Int32(min(left * 1000, 1000)))
+            if n > 0 { return true }
+            if n < 0 && errno != EINTR { return false }
+        }
+    }
+}

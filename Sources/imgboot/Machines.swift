@@ -1,0 +1,110 @@
+import ArgumentParser
+import Boot
+import Dissect
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension IMGBoot {
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the running machines (every imgboot run and boot).")
+
+        @OptionGroup var global: GlobalOptions
+
+        @Flag(help: "Print a JSON array instead of a table.")
+        var json = false
+
+        func run() throws {
+            let machines = MachineRegistry.list()
+            if json {
+                print(JSON.array(machines.map { m in
+                    .object([
+                        ("name", .string(m.name)), ("kind", .string(m.kind)), ("mode", .string(m.mode)),
+                        ("leader", .int(Int64(m.leader))), ("supervisor", .int(Int64(m.supervisor))),
+                        ("image", .string(m.image)), ("started", .int(Int64(m.started))), ("cgroup", .string(m.cgroup)),
+                    ])
+                }).serialized())
+                return
+            }
+            guard !machines.isEmpty else {
+                print("No machines.")
+                return
+            }
+            var ts = timespec()
+            clock_gettime(CLOCK_REALTIME, &ts)
+            var rows = [["MACHINE", "KIND", "MODE", "LEADER", "UP", "IMAGE"]]
+            for m in machines {
+                rows.append([m.name, m.kind, m.mode, String(m.leader), duration(Int(ts.tv_sec) - m.started), printable(m.image)])
+            }
+            let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
+            for row in rows {
+                print(row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(to: widths[c]) }
+                    .joined(separator: "  "))
+            }
+        }
+
+        func duration(_ seconds: Int) -> String {
+            let s = max(0, seconds)
+            if s < 60 { return "\(s)s" }
+            if s < 3600 { return "\(s / 60)m\(s % 60)s" }
+            return "\(s / 3600)h\((s % 3600) / 60)m"
+        }
+    }
+
+    struct Enter: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run a command (default: a shell) inside a running machine.",
+            discussion: """
+                The command joins the machine's namespaces, root and cgroup, with the container's \
+                capability set and a clean environment (container=imgboot, PATH, TERM, HOME, USER). \
+                Exit status as `run`: the command's, 128+N if killed by signal N, 127/126 when \
+                it cannot be executed; 125 when imgboot cannot (no such machine).
+                """)
+
+        @OptionGroup var global: GlobalOptions
+
+        @Option(name: .customLong("setenv"), help: ArgumentHelp("Set an environment variable (repeatable).", valueName: "VAR=VALUE"))
+        var environment: [String] = []
+
+        @Argument(help: "The machine's name (see imgboot list).")
+        var machine: String
+
+        @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "command"))
+        var command: [String] = []
+
+        func run() throws {
+            try requireRoot(machine, "entering a machine")
+            throw ExitCode(try Machines.enter(machine, command: command, environment: environment, logger: global.makeLogger()))
+        }
+    }
+
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Power off a running machine; kill it if it has not stopped after the timeout.",
+            discussion: """
+                A booted machine's init gets SIGRTMIN+4 (systemd powers off); a `run` container's \
+                command gets SIGTERM. Returns once imgboot has torn the machine down (loop devices \
+                detached, cgroup removed). Exit status 0 when it stopped in time, 1 when it had \
+                to be killed.
+                """)
+
+        @OptionGroup var global: GlobalOptions
+
+        @Option(help: ArgumentHelp("Seconds to wait before killing it.", valueName: "seconds"))
+        var timeout: Double = 30
+
+        @Argument(help: "The machine's name (see imgboot list).")
+        var machine: String
+
+        func validate() throws {
+            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
+        }
+
+        func run() throws {
+            try requireRoot(machine, "stopping a machine")
+            if !(try Machines.stop(machine, timeout: timeout, logger: global.makeLogger())) { throw ExitCode(1) }
+        }
+    }
+}
