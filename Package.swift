@@ -51,11 +51,19 @@ let package = Package(
             ]
         ),
 
+        .target(
+            name: "Smoke",
+            dependencies: [
+                "Dissect", "Mount", "Boot", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(
             name: "imgboot",
             dependencies: [
-                "Dissect", "Attach", "Mount", "Boot",
+                "Dissect", "Attach", "Mount", "Boot", "Smoke",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

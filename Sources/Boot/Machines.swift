@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Dissect
 import Logging
 
 /// Working with running machines: `imgboot enter` and `imgboot stop`.

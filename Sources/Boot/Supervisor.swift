@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Dissect
 import Logging
 
 /// The parent while the container runs: small and synchronous. One poll loop forwards
@@ -268,8 +269,3 @@ func writeAll<C: Collection>(_ fd: Int32, _ bytes: C) where C.Element == UInt8 {
 
 func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
 
-func formatSeconds(_ seconds: Double) -> String {
-    let millis = Int((seconds * 1000).rounded())
-    let frac = String(millis % 1000)
-    return "\(millis / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
-}

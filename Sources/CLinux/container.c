@@ -227,6 +227,9 @@ static _Noreturn void run_command(char *const *argv, char *const *envp, int cons
     if (pid < 0)
         fail(IMGBOOT_STEP_FORK);
     if (pid == 0) {
+        // Whatever ends the init (or `enter`'s waiter) ends the command too.
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+            fail(IMGBOOT_STEP_SIGNALS);
         sigprocmask(SIG_SETMASK, &previous, NULL);
         if (setsid() < 0)
             fail(IMGBOOT_STEP_SESSION);

@@ -15,6 +15,9 @@ public struct ImageMetadata: Sendable, Equatable {
     public var osRelease: [OSReleaseField]
     public var hostname: String?
     public var machineId: String?
+    /// Whether the image has systemd as its init (/usr/lib/systemd/systemd or
+    /// /lib/systemd/systemd, a regular file).
+    public var hasSystemd: Bool = false
 
     public struct OSReleaseField: Sendable, Equatable {
         public var key: String
@@ -30,6 +33,7 @@ public struct ImageMetadata: Sendable, Equatable {
         let usr = image.partitions.first { $0.mountPoint == "/usr" }
         let wanted = [root, usr].compactMap { $0 }
         guard !wanted.isEmpty else { return ImageMetadata(osRelease: [], hostname: nil, machineId: nil) }
+
 
         let attached = try AttachedImage.attach(image, partitions: wanted.map { (number: $0.number, readOnly: true) }, logger: logger)
         defer {
@@ -58,9 +62,12 @@ public struct ImageMetadata: Sendable, Equatable {
         if osRelease == nil, let usrFD { osRelease = readBounded(usrFD, "lib/os-release", limit: limits.osRelease) }
         let hostname = rootFD.flatMap { readBounded($0, "etc/hostname", limit: limits.hostname) }.flatMap(firstLine)
         let machineId = rootFD.flatMap { readBounded($0, "etc/machine-id", limit: limits.machineId) }.flatMap(firstLine)
+        let systemd = [rootFD.map { ($0, "usr/lib/systemd/systemd") }, rootFD.map { ($0, "lib/systemd/systemd") },
+                       usrFD.map { ($0, "lib/systemd/systemd") }].compactMap { $0 }
+            .contains { isRegularFile($0.0, $0.1) }
         return ImageMetadata(
             osRelease: OSRelease.parse(osRelease ?? "").map { OSReleaseField(key: $0.key, value: $0.value) },
-            hostname: hostname, machineId: machineId)
+            hostname: hostname, machineId: machineId, hasSystemd: systemd)
     }
 
     /// A read-only, nodev, nosuid, noexec mount of `device` attached nowhere, with the options
@@ -109,6 +116,16 @@ public struct ImageMetadata: Sendable, Equatable {
             done += n
         }
         return String(decoding: data[0..<done], as: UTF8.self)
+    }
+
+    /// Whether `path` inside the mount `root` (resolved inside it) is a regular file.
+    static func isRegularFile(_ root: Int32, _ path: String) -> Bool {
+        let fd = imgboot_openat2(root, path, UInt64(IMGBOOT_O_PATH | O_CLOEXEC), 0,
+                                 UInt64(IMGBOOT_RESOLVE_IN_ROOT | IMGBOOT_RESOLVE_NO_MAGICLINKS))
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        return fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFREG
     }
 
     /// The first line that is not empty or a comment, trimmed; nil if none.

@@ -54,6 +54,19 @@ struct BootOptions: ParsableArguments {
         }
     }
 
+    /// These options as a command line, for the `boot`/`run` processes `smoke` starts.
+    func passthroughArguments() -> [String] {
+        var args: [String] = []
+        if let volatile = layering.volatile { args.append("--volatile=\(volatile.rawValue)") }
+        if layering.readOnly { args.append("--read-only") }
+        if let hostname { args.append("--hostname=\(hostname)") }
+        args += environment.map { "--setenv=\($0)" }
+        args += binds.map { "--bind=\($0)" }
+        args += readOnlyBinds.map { "--bind-ro=\($0)" }
+        if privateNetwork { args.append("--private-network") }
+        return args
+    }
+
     /// Dissects the image and makes the container's spec (default mode: overlay).
     func spec(image: String, arguments: [String], boot: Bool, console: ContainerSpec.Console?, logger: Logger) throws -> ContainerSpec {
         let dissected = try DissectedImage.dissect(path: image, logger: logger)

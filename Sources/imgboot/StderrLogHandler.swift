@@ -1,3 +1,4 @@
+import Dissect
 import Logging
 
 #if canImport(Glibc)
@@ -37,9 +38,3 @@ enum Clock {
     static func sinceStart() -> Double { now() - start }
 }
 
-/// "1.234" — seconds with three decimals, without Foundation's formatters.
-func formatSeconds(_ seconds: Double) -> String {
-    let millis = Int((seconds * 1000).rounded())
-    let frac = String(millis % 1000)
-    return "\(millis / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
-}

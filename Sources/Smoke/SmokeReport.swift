@@ -1,0 +1,139 @@
+import Dissect
+
+/// The reports of a smoke run: JSON for programs, JUnit XML for CI servers, a table for people.
+public struct SmokeReport {
+    public let results: [SmokeResult]
+
+    public init(results: [SmokeResult]) { self.results = results }
+
+    public var passed: Bool { results.allSatisfy(\.passed) }
+
+    /// `{"passed": …, "results": [{"image", "machine", "passed", "readySeconds", "checks", "failedUnits", "error"}]}`
+    public var json: JSON {
+        .object([
+            ("passed", .bool(passed)),
+            ("results", .array(results.map { r in
+                .object([
+                    ("image", .string(r.image)),
+                    ("machine", .string(r.machine)),
+                    ("passed", .bool(r.passed)),
+                    ("readySeconds", r.readySeconds.map { .double(rounded($0)) } ?? .null),
+                    ("checks", .array(r.checks.map { c in
+                        .object([
+                            ("command", .string(c.command)),
+                            ("exitCode", c.exitCode.map { .int(Int64($0)) } ?? .null),
+                            ("passed", .bool(c.passed)),
+                            ("output", .string(c.output)),
+                            ("seconds", .double(rounded(c.seconds))),
+                        ])
+                    })),
+                    ("failedUnits", .array(r.failedUnits.map(JSON.string))),
+                    ("error", .string(r.error)),
+                ])
+            })),
+        ])
+    }
+
+    /// JUnit XML as Jenkins and GitLab read it: a testsuite per image; a testcase for the boot
+    /// (or start), one per check, and for booted images one for failed units and one for the
+    /// poweroff.
+    public var junit: String {
+        var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        let total = results.map { cases($0).count }.reduce(0, +)
+        let failures = results.map { cases($0).filter { $0.failure != nil }.count }.reduce(0, +)
+        let time = results.map(\.seconds).reduce(0, +)
+        xml += "<testsuites name=\"imgboot smoke\" tests=\"\(total)\" failures=\"\(failures)\" time=\"\(seconds(time))\">\n"
+        for r in results {
+            let list = cases(r)
+            xml += "  <testsuite name=\"\(escape(r.image))\" tests=\"\(list.count)\" failures=\"\(list.filter { $0.failure != nil }.count)\" errors=\"0\" time=\"\(seconds(r.seconds))\">\n"
+            for c in list {
+                xml += "    <testcase classname=\"imgboot.smoke.\(escape(r.machine))\" name=\"\(escape(c.name))\" time=\"\(seconds(c.seconds))\""
+                if c.failure == nil && c.output.isEmpty {
+                    xml += "/>\n"
+                    continue
+                }
+                xml += ">\n"
+                if let failure = c.failure {
+                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.output))</failure>\n"
+                } else {
+                    xml += "      <system-out>\(escape(c.output))</system-out>\n"
+                }
+                xml += "    </testcase>\n"
+            }
+            xml += "  </testsuite>\n"
+        }
+        return xml + "</testsuites>\n"
+    }
+
+    struct Case {
+        var name: String
+        var seconds: Double
+        var failure: String?
+        var output: String
+    }
+
+    func cases(_ r: SmokeResult) -> [Case] {
+        var list: [Case] = []
+        let ready = r.readySeconds
+        let startFailed = r.error != nil && (r.booted ? ready == nil : r.checks.isEmpty)
+        list.append(Case(name: r.booted ? "boot" : "start", seconds: ready ?? 0,
+                         failure: startFailed ? r.error : nil, output: startFailed ? r.bootLog : ""))
+        for (i, c) in r.checks.enumerated() {
+            let failure = c.passed ? nil
+                : c.exitCode.map { "exit status \($0)" } ?? "did not end in time (killed)"
+            list.append(Case(name: "check \(i + 1): \(c.command)", seconds: c.seconds, failure: failure, output: c.output))
+        }
+        if r.booted && ready != nil {
+            list.append(Case(name: "no failed units", seconds: 0,
+                             failure: r.failedUnits.isEmpty ? nil : "failed units: " + r.failedUnits.joined(separator: ", "),
+                             output: r.failedUnits.joined(separator: "\n")))
+            list.append(Case(name: "poweroff", seconds: 0,
+                             failure: r.poweredOff == false ? (r.error ?? "did not power off cleanly") : nil,
+                             output: r.poweredOff == false ? r.bootLog : ""))
+        }
+        return list
+    }
+
+    /// A table for the end of a terminal run.
+    public var table: String {
+        var rows = [["IMAGE", "MACHINE", "RESULT", "READY", "CHECKS", "DETAILS"]]
+        for r in results {
+            let passedChecks = r.checks.filter(\.passed).count
+            var details: [String] = []
+            if let e = r.error { details.append(e) }
+            if !r.failedUnits.isEmpty { details.append("failed units: " + r.failedUnits.joined(separator: ", ")) }
+            for (i, c) in r.checks.enumerated() where !c.passed {
+                details.append("check \(i + 1) (\(c.command)): " + (c.exitCode.map { "exit \($0)" } ?? "timed out"))
+            }
+            rows.append([r.image, r.machine, r.passed ? "passed" : "FAILED",
+                         r.readySeconds.map { formatSeconds($0) + " s" } ?? "-",
+                         "\(passedChecks)/\(r.checks.count)", details.isEmpty ? "-" : details.joined(separator: "; ")])
+        }
+        let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[c] - cell.count) }
+                .joined(separator: "  ")
+        }.joined(separator: "\n") + "\n"
+    }
+
+    private func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
+
+    private func seconds(_ value: Double) -> String { formatSeconds(value) }
+
+    /// XML-escaped text, with the characters XML 1.0 cannot hold replaced.
+    func escape(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "\t", "\n", "\r": out.unicodeScalars.append(scalar)
+            case _ where scalar.value < 0x20 || (0xFFFE...0xFFFF).contains(scalar.value): out += "\u{FFFD}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}

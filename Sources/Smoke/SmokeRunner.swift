@@ -1,0 +1,254 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Boot
+import Dissect
+import Logging
+import Mount
+
+/// One image's smoke test, as reported.
+public struct SmokeResult: Sendable {
+    public var image: String
+    public var machine: String
+    public var passed: Bool
+    /// Seconds to READY=1, for images booted with systemd; nil otherwise.
+    public var readySeconds: Double?
+    public var checks: [CheckResult]
+    public var failedUnits: [String]
+    /// For booted images: whether it powered off cleanly.
+    public var poweredOff: Bool?
+    /// Why it failed when a check does not say (it did not boot, did not become ready, …).
+    public var error: String?
+    /// Whether it was booted (systemd) rather than run.
+    public var booted: Bool
+    /// Wall time of the whole test.
+    public var seconds: Double
+    /// What imgboot said while booting, for a failure's details.
+    public var bootLog: String
+}
+
+public struct CheckResult: Sendable {
+    public var command: String
+    /// nil when it did not end before the timeout (it was killed).
+    public var exitCode: Int32?
+    public var passed: Bool
+    public var output: String
+    public var seconds: Double
+}
+
+/// What happens to an image, as it happens (for the live display).
+public enum SmokeEvent: Sendable {
+    case booting
+    case running
+    case ready(Double)
+    case checks(done: Int, total: Int)
+    case poweringOff
+    case finished(passed: Bool)
+}
+
+/// Smoke-tests images: boots those with systemd, waits for READY=1, runs the checks inside,
+/// collects failed units, powers off; runs the checks in fresh containers for the others. Every
+/// step is a child imgboot process (`boot`, `enter`, `stop`, `run`), so a failure of one image
+/// never disturbs another.
+public struct SmokeRunner: Sendable {
+    public var executable: String
+    /// BOOT-OPTIONS passed to `boot` and `run` as given (`--volatile=state`, `--setenv=…`, …).
+    public var bootArguments: [String]
+    public var checks: [String]
+    public var timeout: Double
+    public var jobs: Int
+
+    public init(executable: String, bootArguments: [String], checks: [String], timeout: Double, jobs: Int) {
+        self.executable = executable
+        self.bootArguments = bootArguments
+        self.checks = checks
+        self.timeout = timeout
+        self.jobs = jobs
+    }
+
+    /// Tests every image, `jobs` at a time; `progress` hears every event (from any thread).
+    public func run(images: [String], progress: @escaping @Sendable (Int, SmokeEvent) -> Void) -> [SmokeResult] {
+        let runner = self
+        return runJobs(count: images.count, width: jobs) { index in
+            runner.test(images[index]) { progress(index, $0) }
+        }
+    }
+
+    func test(_ image: String, progress: (SmokeEvent) -> Void) -> SmokeResult {
+        let start = now()
+        let machine = ContainerSpec.defaultMachineName(image: image) + "-" + shortRandom()
+        var result = SmokeResult(image: image, machine: machine, passed: false, readySeconds: nil, checks: [],
+                                 failedUnits: [], poweredOff: nil, error: nil, booted: false, seconds: 0, bootLog: "")
+        defer { progress(.finished(passed: result.passed)) }
+
+        let logger = Logger(label: "imgboot.smoke") { _ in SwiftLogNoOpLogHandler() }
+        let hasSystemd: Bool
+        do {
+            let dissected = try DissectedImage.dissect(path: image, logger: logger)
+            hasSystemd = try ImageMetadata.read(dissected, logger: logger).hasSystemd
+        } catch {
+            result.error = "\(error)"
+            result.seconds = now() - start
+            return result
+        }
+        if hasSystemd {
+            result.booted = true
+            boot(image, machine: machine, into: &result, progress: progress)
+        } else {
+            progress(.running)
+            runChecks(image, machine: machine, into: &result, progress: progress)
+        }
+        result.passed = result.error == nil && result.checks.allSatisfy(\.passed) && result.failedUnits.isEmpty
+            && (result.poweredOff ?? true)
+        result.seconds = now() - start
+        return result
+    }
+
+    // MARK: With systemd
+
+    private func boot(_ image: String, machine: String, into result: inout SmokeResult, progress: (SmokeEvent) -> Void) {
+        progress(.booting)
+        guard let logPath = temporaryFile() else {
+            result.error = "cannot create a temporary file in /tmp: \(String(cString: strerror(errno)))"
+            return
+        }
+        defer { unlink(logPath) }
+        let boot: Subprocess
+        do {
+            boot = try Subprocess([executable, "boot", "--console=passive", "--machine=\(machine)"] + bootArguments + [image],
+                                  stderrPath: logPath)
+        } catch {
+            result.error = error.description
+            return
+        }
+        let readyLine = "imgboot: \(machine) is ready (after "
+        let deadline = now() + timeout
+        var ready: Double? = nil
+        while ready == nil {
+            let log = readFile(logPath)
+            if let range = log.firstRange(of: readyLine) {
+                ready = Double(log[range.upperBound...].prefix { $0 != " " }) ?? (now() - deadline + timeout)
+                break
+            }
+            if let status = boot.wait(until: min(deadline, now() + 0.02)) {
+                result.bootLog = readFile(logPath)
+                result.error = "imgboot boot ended with status \(status) before the machine was ready" + lastLine(result.bootLog)
+                return
+            }
+            if now() >= deadline {
+                result.error = "not ready after \(formatSeconds(timeout)) s"
+                break
+            }
+        }
+        result.readySeconds = ready
+        if let ready { progress(.ready(ready)) }
+
+        if ready != nil {
+            for (i, check) in checks.enumerated() {
+                result.checks.append(runCheck(check, argv: [executable, "enter", machine, "--", "/bin/sh", "-c", check]))
+                progress(.checks(done: i + 1, total: checks.count))
+            }
+            let units = runCheck("systemctl --failed", argv: [executable, "enter", machine, "--", "systemctl", "--failed",
+                                                               "--no-legend", "--plain", "--no-pager"])
+            result.failedUnits = units.output.split(separator: "\n").compactMap { line in
+                line.split(separator: " ").first.map(String.init).flatMap { $0.contains(".") ? $0 : nil }
+            }
+        }
+
+        progress(.poweringOff)
+        let stop = try? Subprocess([executable, "stop", "--timeout", formatSeconds(timeout), machine])
+        let stopped = stop?.wait(until: now() + timeout + 15)
+        let status = boot.wait(until: now() + 15)
+        if status == nil { boot.signal(SIGKILL); _ = boot.wait(until: now() + 10) }
+        result.bootLog = readFile(logPath)
+        if ready != nil {
+            result.poweredOff = stopped == 0 && status == 0
+            if result.poweredOff == false && result.error == nil {
+                result.error = "did not power off cleanly (imgboot boot ended with \(status.map(String.init) ?? "no status"))"
+                    + lastLine(result.bootLog)
+            }
+        }
+    }
+
+    // MARK: Without systemd
+
+    private func runChecks(_ image: String, machine: String, into result: inout SmokeResult, progress: (SmokeEvent) -> Void) {
+        // Without a check, the image passes when a container of it starts at all.
+        let commands = checks.isEmpty ? ["true"] : checks
+        for (i, check) in commands.enumerated() {
+            let outcome = runCheck(check, argv: [executable, "run", "--machine=\(machine)-\(i + 1)"] + bootArguments
+                                   + [image, "--", "/bin/sh", "-c", check])
+            if checks.isEmpty {
+                if !outcome.passed { result.error = "the container did not start: " + outcome.output.trimmingNewlines() }
+            } else {
+                result.checks.append(outcome)
+                progress(.checks(done: i + 1, total: checks.count))
+            }
+        }
+    }
+
+    private func runCheck(_ command: String, argv: [String]) -> CheckResult {
+        let start = now()
+        let process: Subprocess
+        do {
+            process = try Subprocess(argv)
+        } catch {
+            return CheckResult(command: command, exitCode: nil, passed: false, output: error.description, seconds: 0)
+        }
+        var status = process.wait(until: start + timeout)
+        var output = process.captured.text
+        if status == nil {
+            process.signal(SIGKILL)
+            status = process.wait(until: now() + 10)
+            output = process.captured.text + "\n[imgboot: killed after \(formatSeconds(timeout)) s]\n"
+            return CheckResult(command: command, exitCode: nil, passed: false, output: output, seconds: now() - start)
+        }
+        return CheckResult(command: command, exitCode: status, passed: status == 0, output: output, seconds: now() - start)
+    }
+
+    // MARK: Small things
+
+    private func shortRandom() -> String {
+        var bytes = [UInt8](repeating: 0, count: 2)
+        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 2) }
+        return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    private func temporaryFile() -> String? {
+        var template = Array("/tmp/imgboot-smoke.XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { $0.baseAddress.map { mkstemp($0) } ?? -1 }
+        guard fd >= 0 else { return nil }
+        close(fd)
+        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    private func readFile(_ path: String) -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 16384)
+        while data.count < Subprocess.outputLimit {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            data += buffer[0..<n]
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    private func lastLine(_ log: String) -> String {
+        guard let line = log.split(separator: "\n").last else { return "" }
+        return ": " + line
+    }
+}
+
+import CLinux
+
+extension String {
+    func trimmingNewlines() -> String {
+        var s = Substring(self)
+        while s.last == "\n" { s.removeLast() }
+        return String(s)
+    }
+}
+
