@@ -20,12 +20,18 @@ final class Console {
     private var saved: termios?
     /// TERM for the container.
     let terminalType: String
+    /// Which of the container's standard streams are the pty (bit 0 stdin, 1 stdout, 2 stderr).
+    let streams: Int32
+    /// Where the console's output goes here.
+    let outputFD: Int32
 
-    private init(mode: ContainerSpec.Console?, master: Int32, slave: Int32, terminalType: String) {
+    private init(mode: ContainerSpec.Console?, master: Int32, slave: Int32, terminalType: String, streams: Int32, outputFD: Int32) {
         self.mode = mode
         self.master = master
         self.slave = slave
         self.terminalType = terminalType
+        self.streams = streams
+        self.outputFD = outputFD
     }
 
     deinit {
@@ -38,29 +44,40 @@ final class Console {
         try open(boot: spec.boot, requested: spec.console, subject: image)
     }
 
-    /// `boot`: a pty in every mode; otherwise (`run`, `enter`) a pty only for a terminal.
+    /// `boot`: a pty in every mode, as the init's console and standard streams. `run`, `enter`:
+    /// a pty for exactly those standard streams that are terminals here (input relayed in raw
+    /// mode when stdin is one); pipes and files pass through untouched. A terminal of the host
+    /// itself is never handed to the container, where TIOCSTI could type into it.
     static func open(boot: Bool, requested: ContainerSpec.Console?, subject image: String) throws(BootError) -> Console {
-        let terminal = isatty(0) == 1 && isatty(1) == 1
+        let ttys: [Bool] = [isatty(0) == 1, isatty(1) == 1, isatty(2) == 1]
         let hostTerm = getenv("TERM").map { String(cString: $0) } ?? "vt220"
         let mode: ContainerSpec.Console?
+        let streams: Int32
+        let outputFD: Int32
         if boot {
-            mode = requested ?? (terminal ? .interactive : .readOnly)
+            mode = requested ?? (ttys[0] && ttys[1] ? .interactive : .readOnly)
+            streams = 7
+            outputFD = 1
         } else {
-            // run: a terminal gets a pty; pipes and files pass through untouched.
-            mode = terminal ? .interactive : nil
+            streams = (ttys[0] ? 1 : 0) | (ttys[1] ? 2 : 0) | (ttys[2] ? 4 : 0)
+            mode = streams == 0 ? nil : (ttys[0] ? .interactive : .readOnly)
+            outputFD = ttys[1] ? 1 : 2
         }
-        guard let mode else { return Console(mode: nil, master: -1, slave: -1, terminalType: terminal ? hostTerm : "dumb") }
+        guard let mode else {
+            return Console(mode: nil, master: -1, slave: -1, terminalType: "dumb", streams: 0, outputFD: 1)
+        }
 
         var master: Int32 = -1, slave: Int32 = -1
         var name = [CChar](repeating: 0, count: 128)
         guard imgboot_open_pty(&master, &slave, &name, UInt(name.count)) == 0 else {
             throw BootError(image: image, "open a pseudo-terminal", errno: errno)
         }
+        let relayedToTerminal = isatty(outputFD) == 1 && mode != .passive
         let console = Console(mode: mode, master: master, slave: slave,
-                              terminalType: mode == .interactive || (mode == .readOnly && terminal) ? hostTerm : "vt220")
+                              terminalType: relayedToTerminal ? hostTerm : "vt220", streams: streams, outputFD: outputFD)
         console.slavePath = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        if isatty(1) == 1 { _ = imgboot_copy_window_size(1, master) }
-        if mode == .interactive && isatty(0) == 1 { console.makeRaw() }
+        console.forwardWindowSize()
+        if mode == .interactive && ttys[0] { console.makeRaw() }
         return console
     }
 
@@ -91,7 +108,11 @@ final class Console {
     }
 
     func forwardWindowSize() {
-        if master >= 0 && isatty(1) == 1 { _ = imgboot_copy_window_size(1, master) }
+        guard master >= 0 else { return }
+        for fd in [outputFD, 0] where isatty(fd) == 1 {
+            _ = imgboot_copy_window_size(fd, master)
+            return
+        }
     }
 }
 
@@ -114,5 +135,13 @@ final class Signals {
     func next() -> Int32? {
         let s = imgboot_signalfd_read(fd)
         return s > 0 ? s : nil
+    }
+
+    /// Throws `Interrupted` if a stop signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) arrived; other
+    /// pending signals are dropped (nothing to forward them to yet).
+    func checkpoint(_ subject: String) throws(Interrupted) {
+        while let signal = next() {
+            if [SIGINT, SIGTERM, SIGHUP, SIGQUIT].contains(signal) { throw Interrupted(signal: signal, subject: subject) }
+        }
     }
 }

@@ -22,6 +22,9 @@ public enum Container {
         let clock = StageClock(logger: logger)
         let image = spec.image.image
         var spec = spec
+        // From here on, Ctrl-C and friends wait at the next checkpoint, so that whatever was
+        // set up is undone in order; once the container runs, they go to it.
+        let signals = Signals()
 
         // The machine's name, unique among running machines; held until the machine ends.
         let registration: MachineRegistry.Registration
@@ -46,16 +49,19 @@ public enum Container {
             clock.lap("teardown")
         }
         clock.lap("attach")
+        try signals.checkpoint(image)
 
         let cgroup = try MachineCgroup.create(machine: spec.machine, logger: logger)
         defer { cgroup?.remove() }
+        let devices = try DeviceCgroup.create(machine: spec.machine, logger: logger)
+        defer { devices?.remove() }
 
         // The tree is built in a private mount namespace: the host never sees it, and leaving
         // the namespace (setns back) undoes every mount of a failed setup at once.
         let hostNamespace = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC)
         guard hostNamespace >= 0 else { throw BootError(image: image, "open /proc/self/ns/mnt", errno: errno) }
         defer { close(hostNamespace) }
-        let treeDirectory = try makeTemporaryDirectory(image: image)
+        let treeDirectory = try makeTreeDirectory(machine: spec.machine, image: image)
         defer { rmdir(treeDirectory) }
 
         guard imgboot_unshare(IMGBOOT_CLONE_NEWNS) == 0 else { throw BootError(image: image, "unshare the mount namespace", errno: errno) }
@@ -72,8 +78,8 @@ public enum Container {
             throw BootError(image: image, "make the private mount namespace a slave", errno: errno)
         }
 
-        let devices = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
-        let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: devices, at: treeDirectory, logger: logger)
+        let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
+        let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory, logger: logger)
         for warning in tree.warnings { logger.warning("\(image): \(warning)") }
         // The mounts hold the loop devices now.
         attached.close()
@@ -89,11 +95,23 @@ public enum Container {
         defer { console.restore() }
         let environment = makeEnvironment(spec, console: console)
         clock.lap("prepare")
+        try signals.checkpoint(image)
 
-        let signals = Signals()
         let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
                               cgroup: cgroup, image: image)
         defer { close(child.pidfd) }
+        do {
+            try devices?.add(child.pid)
+        } catch {
+            _ = imgboot_pidfd_send_signal(child.pidfd, SIGKILL)
+            var code: Int32 = 0, killed: Int32 = 0
+            _ = imgboot_pidfd_wait(child.pidfd, 0, &code, &killed)
+            throw error
+        }
+        // The child waits for this byte: it is placed in its cgroups and may go on.
+        var go: UInt8 = 1
+        _ = write(child.sync, &go, 1)
+        close(child.sync)
         registration.update(leader: child.pid, cgroup: cgroup?.path)
         // Only the child's copy of the namespace holds the tree now; ours goes with us.
         leavePrivateNamespace()
@@ -113,6 +131,8 @@ public enum Container {
         var pid: pid_t
         var pidfd: Int32
         var errorPipe: Int32
+        /// The write end of the pipe the child waits on before it starts.
+        var sync: Int32
     }
 
     private static func spawn(
@@ -126,7 +146,7 @@ public enum Container {
             close(errorPipe[0]); close(errorPipe[1])
             throw BootError(image: image, "create a pipe", errno: e)
         }
-        defer { close(errorPipe[1]); close(syncPipe[0]); close(syncPipe[1]) }
+        defer { close(errorPipe[1]); close(syncPipe[0]) }
 
         let cArgv = CStringArray(argv), cEnv = CStringArray(environment)
         var pidfd: Int32 = -1
@@ -135,7 +155,7 @@ public enum Container {
               console.slavePath.withCString { consolePtr in
                 var config = imgboot_container(
                     root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
-                    boot: spec.boot ? 1 : 0, console_fd: console.slave, console_path: consolePtr,
+                    boot: spec.boot ? 1 : 0, console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
                     private_network: spec.privateNetwork ? 1 : 0,
                     cgroup_fd: cgroup?.fd ?? -1, keep_capabilities: Capabilities.keep(privateNetwork: spec.privateNetwork),
                     error_fd: errorPipe[1], sync_fd: syncPipe[0])
@@ -146,12 +166,10 @@ public enum Container {
         guard pid > 0 else {
             let e = errno
             close(errorPipe[0])
+            close(syncPipe[1])
             throw BootError(image: image, "start the container (clone3)", errno: e)
         }
-        // The child waits for this byte: it is placed (cgroup) and may go on.
-        var go: UInt8 = 1
-        _ = write(syncPipe[1], &go, 1)
-        return Child(pid: pid, pidfd: pidfd, errorPipe: errorPipe[0])
+        return Child(pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], sync: syncPipe[1])
     }
 
     /// The image's init: the first of `initPaths` that exists as an executable inside the tree.
@@ -185,12 +203,18 @@ public enum Container {
         return env.map { "\($0.0)=\($0.1)" }
     }
 
-    private static func makeTemporaryDirectory(image: String) throws(BootError) -> String {
-        var template = Array("/tmp/imgboot-root.XXXXXX".utf8CString)
-        guard template.withUnsafeMutableBufferPointer({ $0.baseAddress.flatMap(mkdtemp) }) != nil else {
-            throw BootError(image: image, "create a directory in /tmp for the tree", errno: errno)
+    /// /run/imgboot/roots/MACHINE: where the tree is mounted (in the private namespace only).
+    /// Named after the machine, so that one left by a killed imgboot is found and reused.
+    private static func makeTreeDirectory(machine: String, image: String) throws(BootError) -> String {
+        let parent = "/run/imgboot/roots"
+        for dir in ["/run/imgboot", parent] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
+            throw BootError(image: image, "create \(dir)", errno: errno)
         }
-        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let path = parent + "/" + machine
+        if mkdir(path, 0o700) != 0 && errno != EEXIST {
+            throw BootError(image: image, "create \(path)", errno: errno)
+        }
+        return path
     }
 
     /// `path` made absolute (for the registry; the image may be named relative to the cwd).

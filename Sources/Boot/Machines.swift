@@ -39,7 +39,7 @@ public enum Machines {
         var pidfd: Int32 = -1
         var config = imgboot_enter(
             leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
-            console_fd: console.slave, keep_capabilities: Capabilities.keep(privateNetwork: false), error_fd: errorPipe[1])
+            console_fd: console.slave, console_streams: console.streams, keep_capabilities: Capabilities.keep(privateNetwork: false), error_fd: errorPipe[1])
         let pid = imgboot_enter_start(&config, &pidfd)
         let e = errno
         close(errorPipe[1])

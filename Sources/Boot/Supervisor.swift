@@ -150,7 +150,7 @@ final class Supervisor {
             let n = buffer.withUnsafeMutableBytes { read(console.master, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { return }  // EAGAIN: all read; EIO: no one has the console open
-            if console.relaysOutput { writeAll(1, buffer[0..<n]) }
+            if console.relaysOutput { writeAll(console.outputFD, buffer[0..<n]) }
         }
     }
 

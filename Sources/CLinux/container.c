@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
@@ -174,13 +175,23 @@ static void reset_signals(void) {
         fail(IMGBOOT_STEP_SIGNALS);
 }
 
-static void use_terminal(int fd, int controlling) {
+/// Makes the terminal `fd` the standard streams in `streams` (bit 0: stdin, 1: stdout, 2: stderr)
+/// and, when `controlling`, the controlling terminal.
+static void use_terminal(int fd, int streams, int controlling) {
     if (controlling && ioctl(fd, TIOCSCTTY, 0) < 0)
         fail(IMGBOOT_STEP_SESSION);
-    if (dup2(fd, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
-        fail(IMGBOOT_STEP_SESSION);
+    for (int stream = 0; stream < 3; stream++)
+        if ((streams & (1 << stream)) && dup2(fd, stream) < 0)
+            fail(IMGBOOT_STEP_SESSION);
     if (fd > 2)
         close(fd);
+}
+
+/// Nothing of imgboot's but the standard streams crosses exec (descriptors Swift or a library
+/// opened without O_CLOEXEC included).
+static void close_on_exec_from(unsigned first) {
+    if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) < 0 && errno != ENOSYS)
+        fail(IMGBOOT_STEP_EXEC);
 }
 
 static size_t length(const char *s) {
@@ -214,7 +225,7 @@ static void forward_signal(int sig) {
 
 /// Forks the command (with `console_fd` as its terminal, if any; after dropping capabilities
 /// to `keep` when `drop` is set) and waits for it: the body of `run`'s PID 1 and of `enter`.
-static _Noreturn void run_command(char *const *argv, char *const *envp, int console_fd, int drop, uint64_t keep) {
+static _Noreturn void run_command(char *const *argv, char *const *envp, int console_fd, int streams, int drop, uint64_t keep) {
     // Signals arriving before the handlers are in place wait in the mask, not lost.
     sigset_t forwarded, previous;
     sigemptyset(&forwarded);
@@ -234,17 +245,20 @@ static _Noreturn void run_command(char *const *argv, char *const *envp, int cons
         if (setsid() < 0)
             fail(IMGBOOT_STEP_SESSION);
         if (console_fd >= 0)
-            use_terminal(console_fd, 1);
+            use_terminal(console_fd, streams, 1);
         if (drop)
             drop_capabilities(keep);
+        close_on_exec_from(3);
         exec_command(argv, envp);
     }
     command_pid = pid;
     // The command holds the error pipe until its exec; the parent's end-of-file means it ran.
-    close(error_fd);
+    // This process keeps no descriptor at all: none of imgboot's, none of the host's streams.
     error_fd = -1;
-    if (console_fd >= 0)
-        close(console_fd);
+    if (syscall(SYS_close_range, 0, ~0U, 0) < 0) {
+        for (int fd = 0; fd < 1024; fd++)
+            close(fd);
+    }
 
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -356,10 +370,11 @@ static _Noreturn void child(const struct imgboot_container *c) {
     drop_capabilities(c->keep_capabilities);
 
     if (!c->boot)
-        run_command(c->argv, c->envp, c->console_fd, 0, 0);
+        run_command(c->argv, c->envp, c->console_fd, c->console_streams, 0, 0);
     // An init takes /dev/console as its terminal by itself; it only needs the standard streams.
     if (c->console_fd >= 0)
-        use_terminal(c->console_fd, 0);
+        use_terminal(c->console_fd, c->console_streams, 0);
+    close_on_exec_from(3);
     execve(c->argv[0], c->argv, c->envp);
     fail(IMGBOOT_STEP_EXEC);
 }
@@ -396,7 +411,7 @@ static _Noreturn void enter_child(const struct imgboot_enter *e) {
         close(e->cgroup_fd);
     if (chdir("/") < 0)
         fail(IMGBOOT_STEP_ROOT);
-    run_command(e->argv, e->envp, e->console_fd, 1, e->keep_capabilities);
+    run_command(e->argv, e->envp, e->console_fd, e->console_streams, 1, e->keep_capabilities);
 }
 
 pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd) {

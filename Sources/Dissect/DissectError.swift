@@ -5,7 +5,15 @@ import Glibc
 /// An error of imgboot's own, whatever the stage: its description is the one line the user
 /// sees after "imgboot: ", naming the image, the partition or path, and what is wrong.
 /// Every module's error type conforms.
-public protocol IMGBootError: Error, CustomStringConvertible {}
+public protocol IMGBootError: Error, CustomStringConvertible {
+    /// The status imgboot exits with: 125 for its own failures (the default), 128+N when a
+    /// signal N interrupted it.
+    var exitStatus: Int32 { get }
+}
+
+extension IMGBootError {
+    public var exitStatus: Int32 { 125 }
+}
 
 /// Why an image could not be dissected. Renders as one line that names the image and
 /// what is wrong with it: `basic.raw: partitions 1 and 2 overlap`.

@@ -33,7 +33,7 @@ struct IMGBoot: ParsableCommand {
             Glibc.exit(status.rawValue)
         } catch let error as IMGBootError {
             writeError("imgboot: \(error.description)")
-            Glibc.exit(failureStatus)
+            Glibc.exit(error.exitStatus)
         } catch {
             // --help, --version, and usage errors.
             if exitCode(for: error) == .success {

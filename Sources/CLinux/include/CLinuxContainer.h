@@ -55,6 +55,10 @@ struct imgboot_container {
     /// A terminal (pty slave) for the console and the standard streams, or -1 to keep the
     /// caller's standard streams.
     int console_fd;
+    /// Which standard streams get the terminal: bit 0 stdin, bit 1 stdout, bit 2 stderr (the
+    /// others pass through). Only those that are a terminal on imgboot's side: a host terminal
+    /// is never handed to the container, where TIOCSTI could type into it.
+    int console_streams;
     /// The path of that terminal on the host (/dev/pts/N), to bind it on /dev/console: a bind
     /// needs a source in the child's own mount namespace, which a descriptor from the parent's
     /// is not.
@@ -83,6 +87,8 @@ struct imgboot_enter {
     char *const *envp;
     /// A terminal (pty slave) for the command, or -1 to pass the standard streams through.
     int console_fd;
+    /// As in `struct imgboot_container`.
+    int console_streams;
     uint64_t keep_capabilities;
     int error_fd;
 };

@@ -1,0 +1,97 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Dissect
+import Logging
+
+/// The devices a container may open or create: the few of its /dev and its ptys, nothing else.
+/// Without this, root in the container — which keeps CAP_MKNOD and CAP_SYS_ADMIN, as under
+/// nspawn — could make a node for a host disk on /dev (a tmpfs that must allow nodes) and read
+/// it. Enforced with the cgroup v1 devices controller (`…/devices/imgboot/MACHINE`), which hosts
+/// with the hybrid layout have. (Pure cgroup v2 hosts need a BPF device program: not yet.)
+final class DeviceCgroup {
+    static let root = "/sys/fs/cgroup/devices"
+
+    /// What is allowed ("type major:minor access"), as nspawn allows it.
+    static let allowed = [
+        "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  // null zero full random urandom
+        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",  // tty console ptmx
+        "c 136:* rwm",  // pty slaves
+    ]
+
+    let path: String
+    private let logger: Logger
+
+    private init(path: String, logger: Logger) {
+        self.path = path
+        self.logger = logger
+    }
+
+    /// Creates the machine's devices cgroup with only `allowed`; nil (with a debug line) when the
+    /// host has no v1 devices controller.
+    static func create(machine: String, logger: Logger) throws(BootError) -> DeviceCgroup? {
+        guard access(root + "/devices.allow", W_OK) == 0 else {
+            logger.debug("no cgroup v1 devices controller: device access is not restricted")
+            return nil
+        }
+        let parent = root + "/imgboot"
+        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
+            throw BootError(image: machine, "create cgroup \(parent)", errno: errno)
+        }
+        let path = parent + "/" + machine
+        if access(path, F_OK) == 0 { rmdir(path) }  // left by a machine of this name that was killed
+        guard mkdir(path, 0o755) == 0 else { throw BootError(image: machine, "create cgroup \(path)", errno: errno) }
+        let cgroup = DeviceCgroup(path: path, logger: logger)
+        do {
+            try cgroup.write("devices.deny", "a")
+            for rule in allowed { try cgroup.write("devices.allow", rule) }
+        } catch {
+            cgroup.remove()
+            throw error
+        }
+        return cgroup
+    }
+
+    /// Moves `pid` (the container's first process, before it does anything) into the cgroup.
+    func add(_ pid: pid_t) throws(BootError) {
+        try write("cgroup.procs", String(pid))
+    }
+
+    private func write(_ file: String, _ value: String) throws(BootError) {
+        let fd = open(path + "/" + file, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BootError(image: path, "open \(file)", errno: errno) }
+        defer { close(fd) }
+        let bytes = Array(value.utf8)
+        guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
+            throw BootError(image: path, "write \"\(value)\" to \(file)", errno: errno)
+        }
+    }
+
+    /// Removes the cgroup once its processes are gone (bounded retry: the kernel lets go of the
+    /// last one a moment after it is reaped).
+    func remove() {
+        for _ in 0..<50 {
+            if rmdir(path) == 0 || errno == ENOENT { return }
+            usleep(10_000)
+        }
+        logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
+    }
+}
+
+/// imgboot was asked to stop (SIGINT, SIGTERM, SIGHUP, SIGQUIT) before the container ran: it
+/// undoes what it did and leaves with 128+N.
+public struct Interrupted: IMGBootError {
+    public let signal: Int32
+    public let subject: String
+
+    public init(signal: Int32, subject: String) {
+        self.signal = signal
+        self.subject = subject
+    }
+
+    public var exitStatus: Int32 { 128 + signal }
+
+    public var description: String {
+        "\(subject): interrupted by \(String(cString: strsignal(signal))); nothing was left behind"
+    }
+}
