@@ -118,10 +118,10 @@ final class Console {
 
 /// The signals imgboot handles while a container runs, through a signalfd. Blocked before the
 /// child is cloned (the child unblocks them for itself).
-final class Signals {
+public final class Signals {
     let fd: Int32
 
-    init() {
+    public init() {
         let list: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGCHLD, SIGUSR1, SIGUSR2, 0]
         fd = list.withUnsafeBufferPointer { imgboot_signalfd($0.baseAddress) }
     }
@@ -139,7 +139,7 @@ final class Signals {
 
     /// Throws `Interrupted` if a stop signal (SIGINT, SIGTERM, SIGHUP, SIGQUIT) arrived; other
     /// pending signals are dropped (nothing to forward them to yet).
-    func checkpoint(_ subject: String) throws(Interrupted) {
+    public func checkpoint(_ subject: String) throws(Interrupted) {
         while let signal = next() {
             if [SIGINT, SIGTERM, SIGHUP, SIGQUIT].contains(signal) { throw Interrupted(signal: signal, subject: subject) }
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dissect
+import Boot
 import Mount
 
 #if canImport(Glibc)
@@ -42,8 +43,16 @@ extension IMGBoot {
             }
             try requireRoot(image, "mounting")
             let dir = try existingDirectory(directory)
+            // Ctrl-C while mounting waits until the tree is whole, then takes it down again.
+            let signals = Signals()
             let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
             MountRecord(directory: dir, image: image, devices: attached.devices.map(\.device.identity)).save()
+            do {
+                try signals.checkpoint(image)
+            } catch {
+                try ImageUnmount.unmount(dir, logger: logger)
+                throw error
+            }
             for warning in tree.warnings { writeError("imgboot: \(image): \(warning)") }
         }
     }
