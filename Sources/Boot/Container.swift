@@ -53,7 +53,7 @@ public enum Container {
 
         let cgroup = try MachineCgroup.create(machine: spec.machine, logger: logger)
         defer { cgroup?.remove() }
-        let devices = try DeviceCgroup.create(machine: spec.machine, logger: logger)
+        let devices = try DeviceCgroup.restrict(cgroup, machine: spec.machine, logger: logger)
         defer { devices?.remove() }
 
         // The tree is built in a private mount namespace: the host never sees it, and leaving

@@ -36,4 +36,8 @@ uint64_t imgboot_makedev(unsigned major, unsigned minor);
 /// 1 when `path` is the root of a cgroup2 filesystem, 0 when not, -1 with errno on failure.
 int imgboot_is_cgroup2(const char *path);
 
+/// Attaches imgboot's device policy (a BPF cgroup-device program allowing only the container's
+/// own character devices) to the cgroup2 directory `cgroup_fd`.
+int imgboot_attach_device_filter(int cgroup_fd);
+
 #endif
