@@ -53,7 +53,8 @@ public final class MountedTree {
             } catch where step.optional {
                 let name = step.partition ?? "\(step.target)"
                 warnings.append("\(name) is not mounted: \(error.message)")
-                logger.warning("\(image): \(name) is not mounted: \(error.message)")
+                // Only debug: callers report `warnings` to the user (once).
+                logger.debug("\(image): \(name) is not mounted: \(error.message)")
                 skipped.insert(name)
             }
         }
