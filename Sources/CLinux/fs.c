@@ -14,7 +14,17 @@
 
 int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
     struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
-    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    // Scoped to a root, a lookup through ".." fails with EAGAIN whenever any mount or rename
+    // happened anywhere on the system meanwhile: the kernel cannot prove ".." stayed inside, and
+    // asks the caller to retry (openat2(2)). On a busy host (containers starting, other imgboots
+    // mounting) an image's `/var/run -> ../run` would otherwise fail now and then.
+    int fd = -1;
+    for (int attempt = 0; attempt < 128; attempt++) {
+        fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+        if (fd >= 0 || errno != EAGAIN || !(resolve & (RESOLVE_IN_ROOT | RESOLVE_BENEATH)))
+            break;
+    }
+    return fd;
 }
 
 int imgboot_mount_detached_readonly(const char *source, const char *fstype,

@@ -98,7 +98,7 @@ public struct MountRecord: Equatable {
 
 /// Taking a mounted tree down: `imgboot umount`.
 public enum ImageUnmount {
-    /// Unmounts everything at and below `dir`, deepest first, then waits (bounded) for the tree's
+    /// Unmounts everything at and below `dir`, most recent first, then waits (bounded) for the tree's
     /// loop devices to detach. A busy mount point stops it with an error naming it.
     public static func unmount(_ dir: String, logger: Logger) throws(MountError) {
         let mounts = MountTable.current().mounts(atOrBelow: dir)

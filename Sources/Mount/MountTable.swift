@@ -32,16 +32,16 @@ public struct MountTable {
         }
     }
 
-    /// Mounts at `dir` or below it, deepest (most recently stacked) first: the order to unmount.
+    /// Mounts at `dir` or below it, most recent first: the order to unmount. The table lists
+    /// mounts in the order they were made, and the reverse of that is right even where depth is
+    /// not: a partition an image's symlink led onto the tree's root (`/var -> ../..`) is stacked
+    /// on `dir` itself and hides the deeper mounts made before it, which can only be unmounted
+    /// by path once it is gone.
     public func mounts(atOrBelow dir: String) -> [Entry] {
         let base = dir.hasSuffix("/") && dir.count > 1 ? String(dir.dropLast()) : dir
-        let inside = entries.enumerated().filter { _, e in
+        return entries.reversed().filter { e in
             e.mountPoint == base || e.mountPoint.hasPrefix(base == "/" ? "/" : base + "/")
         }
-        return inside.sorted { a, b in
-            let (da, db) = (a.element.mountPoint.split(separator: "/").count, b.element.mountPoint.split(separator: "/").count)
-            return da != db ? da > db : a.offset > b.offset
-        }.map(\.element)
     }
 
     /// mountinfo escapes space, tab, newline and backslash as \ooo.

@@ -53,7 +53,8 @@ public final class MountedTree {
             } catch where step.optional {
                 let name = step.partition ?? "\(step.target)"
                 warnings.append("\(name) is not mounted: \(error.message)")
-                logger.warning("\(image): \(name) is not mounted: \(error.message)")
+                // Only debug: callers report `warnings` to the user (once).
+                logger.debug("\(image): \(name) is not mounted: \(error.message)")
                 skipped.insert(name)
             }
         }
@@ -85,10 +86,11 @@ public final class MountedTree {
         case .bind(let sourcePlace):
             let source = try open(sourcePlace, create: false, partition: step.partition)
             let target = try open(step.target, create: true, partition: step.partition)
+            let landing = try landingPath(target, step.target)
             guard Glibc.mount(source.procPath, target.procPath, nil, UInt(MS_BIND), nil) == 0 else {
                 throw MountError(image: image, partition: step.partition, .failed(operation: "bind \(sourcePlace) on \(step.target)", errno: errno))
             }
-            made.append(target.path == "/" ? root : try absolutePath(step.target))
+            made.append(landing)
             if step.readOnly {
                 // Remount through a fresh descriptor: the old one is the directory *under* the bind.
                 let mounted = try open(step.target, create: false, partition: step.partition)
@@ -128,15 +130,31 @@ public final class MountedTree {
 
     private func mount(source: String, on target: borrowing TreePath, fsType: String, options: String,
                        step: MountPlan.Step, what: String) throws(MountError) {
+        let landing = try landingPath(target, step.target)
         if let failure = LibMount.mount(source: source, target: target.procPath, fsType: fsType, options: options) {
             throw MountError(image: image, partition: step.partition, .failed(operation: what, errno: failure.errno))
         }
-        made.append(try absolutePath(step.target))
+        made.append(landing)
+    }
+
+    /// The host path where a mount on `target` lands, to undo it: for a tree place, the
+    /// directory its path resolved to inside the tree (`/home -> /etc` lands on ROOT/etc), read
+    /// back from the descriptor. Never ROOT joined with the plan's path: on the host, ROOT/home
+    /// is the image's symlink, and unmounting through it would detach the host's /etc.
+    private func landingPath(_ target: borrowing TreePath, _ place: MountPlan.Place) throws(MountError) -> String {
+        guard case .tree = place else { return try absolutePath(place) }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink(target.procPath, &buffer, buffer.count - 1)
+        guard n > 0 else {
+            throw MountError(image: image, .failed(operation: "find where \(place) lies on the host", errno: errno))
+        }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     // MARK: Places
 
-    /// The absolute host path of a place; for tree places only used to unmount, never to mount.
+    /// The absolute host path of a place, for staging places (imgboot's own directories). For a
+    /// tree place it is the plan's path, which an image symlink may redirect: see `landingPath`.
     private func absolutePath(_ place: MountPlan.Place) throws(MountError) -> String {
         switch place {
         case .tree(let path): path == "/" ? root : root + path
@@ -243,7 +261,8 @@ public final class MountedTree {
 
     /// Undoes what a failed `apply` did: every mount detached, the staging directory removed.
     private func rollback() {
-        for path in made.reversed() where umount2(path, Int32(MNT_DETACH)) != 0 {
+        // NOFOLLOW: these are resolved paths; nothing in the image may redirect them now.
+        for path in made.reversed() where umount2(path, Int32(MNT_DETACH | UMOUNT_NOFOLLOW)) != 0 {
             logger.debug("rollback: cannot detach \(path): \(String(cString: strerror(errno)))")
         }
         made.removeAll()

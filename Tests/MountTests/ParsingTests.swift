@@ -51,4 +51,12 @@ struct MountTableTests {
         #expect(mounts.map(\.mountPoint) == ["/mnt/img/srv", "/mnt/img/home", "/mnt/img"])
         #expect(MountTable(parsing: text).mounts(atOrBelow: "/mnt/img/").count == 3)
     }
+
+    /// A partition stacked on the tree's root after the deeper mounts (an image's `/var -> ../..`)
+    /// hides them: it must go first, though it is the shallowest.
+    @Test func mountsStackedOnTheRootGoFirst() {
+        let stacked = text + "\n105 100 7:3 / /mnt/img rw,relatime - ext4 /dev/loop3 rw"
+        let mounts = MountTable(parsing: stacked).mounts(atOrBelow: "/mnt/img")
+        #expect(mounts.map(\.source) == ["/dev/loop3", "/dev/loop2", "/dev/loop1", "/dev/loop0"])
+    }
 }

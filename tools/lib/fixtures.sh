@@ -24,6 +24,8 @@
 #                    dependency (the dependency's cache key is part of ours).
 #   gpt_patch OP...  edit the GPT (tools/lib/gpt-patch.py; CRCs are fixed up)
 #   truncate_image PERCENT%|BYTES            cut the image (rounded down to 512)
+#   zero_bytes OFFSET LENGTH                 overwrite LENGTH bytes of the image
+#                    from byte OFFSET with zeros (to damage a filesystem)
 #   ext4_over_gpt SIZE fsuuid= fslabel=      put a small, complete ext4 (1 KiB
 #                    blocks) over the first SIZE bytes of a GPT disk; the primary
 #                    entry array is moved to LBA SIZE/512 so both stay valid
@@ -381,6 +383,17 @@ truncate_image() {
 	*) size=$(_bytes "$1") ;;
 	esac
 	truncate -s $((size / 512 * 512)) "$IMG"
+}
+
+zero_bytes() {
+	[[ $# -eq 2 ]] || die "usage: zero_bytes OFFSET LENGTH"
+	_flush
+	local offset length
+	offset=$(_bytes "$1")
+	length=$(_bytes "$2")
+	((offset + length <= $(stat -c %s "$IMG"))) || die "zero_bytes: $offset + $length is past the end of the image"
+	dd if=/dev/zero of="$IMG" bs=64K count="$length" iflag=count_bytes seek="$offset" oflag=seek_bytes \
+		conv=notrunc status=none
 }
 
 ext4_over_gpt() {

@@ -18,7 +18,9 @@
 #define IMGBOOT_RESOLVE_IN_ROOT 0x10
 
 /// openat2(2): opens `path` relative to `dirfd` with `flags` (O_*) and `resolve`
-/// (IMGBOOT_RESOLVE_*). Returns the new descriptor.
+/// (IMGBOOT_RESOLVE_*). Returns the new descriptor, or -1 and errno. Retries (a bounded number of
+/// times) the EAGAIN a lookup scoped by RESOLVE_IN_ROOT or RESOLVE_BENEATH gets when a mount or
+/// rename elsewhere raced with its "..".
 int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 
 /// fsopen(2) + fsconfig(2) + fsmount(2): a detached mount of `source` (a block device) with
