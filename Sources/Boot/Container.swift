@@ -40,6 +40,10 @@ public enum Container {
         defer { registration.unregister() }
         spec.machine = registration.machine.name
 
+        let writable = spec.plan.attachments.contains { !$0.readOnly }
+        if let other = MountRecord.conflict(image: image, writable: writable) {
+            throw BootError(image: image, "image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory) by imgboot mount")
+        }
         let attached = try AttachedImage.attach(
             spec.image, partitions: spec.plan.attachments.map { (number: $0.number, readOnly: $0.readOnly) }, logger: logger)
         defer {

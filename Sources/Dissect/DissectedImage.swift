@@ -40,6 +40,13 @@ public struct DissectedImage: Codable, Sendable, Equatable {
             .sorted { ($0.mountPoint ?? "").count < ($1.mountPoint ?? "").count }
     }
 
+    /// The warnings about damage to the partition table itself (a corrupt header replaced by its
+    /// backup, a backup that differs): the ones worth saying when the image is used anyway. (The
+    /// others say why a partition is not used, which an error repeats when that matters.)
+    public var tableWarnings: [String] {
+        warnings.filter { $0.hasPrefix("the primary ") || $0.hasPrefix("the backup ") }
+    }
+
     /// The partition that will be mounted at `/`, if any.
     public var root: Partition? {
         partitions.first { $0.mountPoint == "/" }

@@ -39,13 +39,41 @@ public struct MountRecord: Equatable {
     public var directory: String
     public var image: String
     public var devices: [LoopIdentity]
+    /// The image file's device and inode, to recognise it under any name.
+    public var imageFile: FileIdentity?
+    /// Whether any partition is mounted writable.
+    public var writable: Bool
 
     public static let directoryPath = "/run/imgboot/mounts"
 
-    public init(directory: String, image: String, devices: [LoopIdentity]) {
+    public init(directory: String, image: String, devices: [LoopIdentity], writable: Bool) {
         self.directory = directory
         self.image = image
         self.devices = devices
+        self.imageFile = FileIdentity(path: image)
+        self.writable = writable
+    }
+
+    /// A mounted tree of the same image that a new use would conflict with — a writer next to
+    /// anyone, as the image lock of `run`/`boot` has it — or nil. `imgboot mount` exits and its
+    /// lock with it, so its trees are found by their records; records of trees no longer
+    /// mounted are removed on the way.
+    public static func conflict(image: String, writable: Bool) -> MountRecord? {
+        guard let identity = FileIdentity(path: image), let dir = opendir(directoryPath) else { return nil }
+        defer { closedir(dir) }
+        let table = MountTable.current()
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix(".") { continue }
+            let path = directoryPath + "/" + name
+            guard let record = readFile(path).flatMap({ MountRecord(text: $0) }) else { continue }
+            guard !table.mounts(atOrBelow: record.directory).isEmpty else {
+                unlink(path)  // taken down by other means (umount(8), a reboot of /run is not needed)
+                continue
+            }
+            if record.imageFile == identity && (writable || record.writable) { return record }
+        }
+        return nil
     }
 
     /// The record's file for a mount directory (its canonical path, hashed).
@@ -55,9 +83,11 @@ public struct MountRecord: Equatable {
         return directoryPath + "/" + String(hash, radix: 16)
     }
 
-    /// Text form: the directory, the image, then `N DISKSEQ OFFSET BACKING` per device.
+    /// Text form: the directory, the image, `image-file DEV INO rw|ro`, then
+    /// `N DISKSEQ OFFSET BACKING` per device.
     var text: String {
-        var lines = [directory, image]
+        var lines = [directory, image,
+                     "image-file \(imageFile?.device ?? 0) \(imageFile?.inode ?? 0) \(writable ? "rw" : "ro")"]
         for d in devices {
             lines.append("\(d.number) \(d.diskSequence.map(String.init) ?? "-") \(d.offset) \(d.backingFile ?? "")")
         }
@@ -69,7 +99,16 @@ public struct MountRecord: Equatable {
         guard lines.count >= 2 else { return nil }
         directory = lines[0]
         image = lines[1]
-        devices = lines.dropFirst(2).compactMap { line in
+        imageFile = nil
+        writable = false
+        if lines.count > 2, lines[2].hasPrefix("image-file ") {
+            let f = lines[2].split(separator: " ").map(String.init)
+            if f.count == 4, let dev = UInt64(f[1]), let ino = UInt64(f[2]) {
+                imageFile = FileIdentity(device: dev, inode: ino)
+                writable = f[3] == "rw"
+            }
+        }
+        devices = lines.dropFirst(2).filter { !$0.hasPrefix("image-file ") }.compactMap { line in
             let f = line.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
             guard f.count == 4, let n = Int(f[0]), let offset = UInt64(f[2]) else { return nil }
             return LoopIdentity(number: n, diskSequence: UInt64(f[1]), backingFile: f[3].isEmpty ? nil : f[3], offset: offset)
@@ -120,5 +159,22 @@ public enum ImageUnmount {
             }
             MountRecord.remove(directory: dir)
         }
+    }
+}
+
+/// A file by device and inode.
+public struct FileIdentity: Equatable, Sendable {
+    public var device: UInt64
+    public var inode: UInt64
+
+    public init(device: UInt64, inode: UInt64) {
+        self.device = device
+        self.inode = inode
+    }
+
+    public init?(path: String) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        self.init(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
     }
 }

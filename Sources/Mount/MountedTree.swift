@@ -184,7 +184,13 @@ public final class MountedTree {
         case .tree(let path):
             let top = try openDirectory(root, partition: partition)
             defer { close(top) }
-            return try resolve(path, below: top, create: create, partition: partition)
+            let resolved = try resolve(path, below: top, create: create, partition: partition)
+            // A mount point that leads back to the tree's root (`/var -> ../..`) would stack the
+            // partition over the whole tree: refused, as systemd refuses it.
+            if path != "/" && isSameFile(resolved.fd, top) {
+                throw MountError(image: image, partition: partition, .other("mount point \(path) leads to the image's root directory"))
+            }
+            return resolved
         case .staging(let relative):
             let components = relative.split(separator: "/", maxSplits: 1).map(String.init)
             let base = try stagingPath(.staging(components[0]))
@@ -217,6 +223,11 @@ public final class MountedTree {
         } catch {
             throw MountError(image: image, partition: partition, .other(describe(error)))
         }
+    }
+
+    private func isSameFile(_ a: Int32, _ b: Int32) -> Bool {
+        var x = stat(), y = stat()
+        return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino
     }
 
     private func openDirectory(_ path: String, partition: String?) throws(MountError) -> Int32 {

@@ -36,6 +36,7 @@ extension IMGBoot {
         func run() throws {
             let logger = global.makeLogger()
             let dissected = try DissectedImage.dissect(path: image, logger: logger)
+            for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }
             let plan = try MountPlan.make(for: dissected, options: layering.options(default: .no))
             if dryRun {
                 print(plan.description)
@@ -43,10 +44,14 @@ extension IMGBoot {
             }
             try requireRoot(image, "mounting")
             let dir = try existingDirectory(directory)
+            let writable = plan.attachments.contains { !$0.readOnly }
+            if let other = MountRecord.conflict(image: image, writable: writable) {
+                throw CommandError(description: "\(image): image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
+            }
             // Ctrl-C while mounting waits until the tree is whole, then takes it down again.
             let signals = Signals()
             let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
-            MountRecord(directory: dir, image: image, devices: attached.devices.map(\.device.identity)).save()
+            MountRecord(directory: dir, image: image, devices: attached.devices.map(\.device.identity), writable: writable).save()
             do {
                 try signals.checkpoint(image)
             } catch {

@@ -74,7 +74,10 @@ extension MountCommandTests {
                 return
             }
             try #require(out.status == 0, "mount \(mode): \(out.stderr)")
-            #expect(out.stderr.isEmpty)
+            // A damaged table that is used anyway is worth a warning; nothing else is said.
+            let warning = ["bad-primary": "the primary GPT header has a bad checksum; using the backup",
+                           "disagree": "the primary and backup GPT differ; using the primary"][shape.fixture]
+            #expect(out.stderr == (warning.map { "imgboot: warning: \(s.image): \($0)\n" } ?? ""))
             #expect(out.stdout.isEmpty)
             #expect(!Harness.loopDevices(backing: s.image).isEmpty)
             host.expectConfined(to: s.mnt)
@@ -716,9 +719,9 @@ extension MountCommandTests {
                     "the host's mount at \(decoy) is still there")
         }
 
-        /// var -> ../../.. is, inside the tree, the root itself: the var partition is stacked on
-        /// the directory, over the root and the home mount made before it. `imgboot umount` must
-        /// still take every layer down.
+        /// var -> ../../.. is, inside the tree, the root itself: stacking the var partition (or
+        /// state's /var tmpfs) over the whole tree is refused, and what was mounted before is
+        /// undone. (yes mounts no var partition, so it works.)
         @Test(arguments: Mode.allCases)
         func mountPointThatIsTheTreesRoot(mode: Mode) throws {
             let s = try Scratch("hostile-stack")
@@ -727,20 +730,16 @@ extension MountCommandTests {
             let out = try s.mount(mode.arguments)
             switch mode {
             case .no, .readOnly, .overlay:
-                #expect(out.status == 0, "\(out.stderr)")
-                host.expectConfined(to: s.mnt)
-                #expect(contents(s.mnt + "/lib/marker") == Text.varMarker, "the var partition is on top")
-                #expect(s.mountsBelow().map(\.mountPoint) == [s.mnt, s.mnt + "/home", s.mnt])
-                try s.umountAndExpectNothingLeft(host)
+                #expect(out.status == 125)
+                #expect(out.stderr == "imgboot: \(s.image): partition 3 (var): mount point /var leads to the image's root directory\n")
             case .yes:
                 #expect(out.status == 0, "\(out.stderr)")
                 host.expectConfined(to: s.mnt)
                 #expect(contents(s.mnt + "/home/user/hello.txt") == Text.home)
                 try s.umountAndExpectNothingLeft(host)
             case .state:
-                // /var's tmpfs lands on the root; /var/tmp is then missing in that tmpfs.
                 #expect(out.status == 125)
-                #expect(out.stderr == "imgboot: \(s.image): /var does not exist in the image\n")
+                #expect(out.stderr == "imgboot: \(s.image): mount point /var leads to the image's root directory\n")
             }
             s.expectNothingLeft(host)
         }
