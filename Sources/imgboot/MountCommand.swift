@@ -97,8 +97,10 @@ struct LayeringOptions: ParsableArguments {
         }
     }
 
+    /// `--read-only` without `--volatile` means the image as it is, read-only (as in nspawn),
+    /// even where the default mode is a volatile one (`run`, `boot`).
     func options(default mode: VolatileMode) -> MountOptions {
-        MountOptions(volatile: volatile ?? mode, readOnly: readOnly)
+        MountOptions(volatile: volatile ?? (readOnly ? .no : mode), readOnly: readOnly)
     }
 }
 
