@@ -122,19 +122,33 @@ struct ContainerTree {
         }
     }
 
-    /// A missing API mount point: made when its parent is writable (a tmpfs root, an overlay in
-    /// RAM, a writable image), refused on a read-only image.
+    /// A missing mount point (and its missing parents, as nspawn makes them for `--bind`): made
+    /// when its parent is writable (a tmpfs root, an overlay in RAM, a writable image), refused
+    /// on a read-only image.
     private func createDirectory(_ path: String, top: Int32) throws(BootError) {
         let slash = path.lastIndex(of: "/") ?? path.startIndex
-        let parentPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
         let name = String(path[path.index(after: slash)...])
-        let parent = try resolve(parentPath, top: top, followFinal: true)
+        let parent = try parentDirectory(of: path, top: top)
         if parent.isOnReadOnlyMount {
             throw BootError(image: image, "the read-only image has no \(path) directory (imgboot never writes the image to create it)")
         }
         guard mkdirat(parent.fd, name, 0o755) == 0 || errno == EEXIST else {
             throw BootError(image: image, "create \(path)", errno: errno)
         }
+    }
+
+    /// The directory holding `path`, created first (with its own parents) when it is missing.
+    private func parentDirectory(of path: String, top: Int32) throws(BootError) -> TreePath {
+        let slash = path.lastIndex(of: "/") ?? path.startIndex
+        let parentPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
+        do {
+            return try TreePath(root: top, path: parentPath, followFinal: true)
+        } catch where error.errno == ENOENT && parentPath != "/" {
+            try createDirectory(parentPath, top: top)
+        } catch {
+            // Any other failure: resolve() below says what it is, in the user's words.
+        }
+        return try resolve(parentPath, top: top, followFinal: true)
     }
 
     private func bindNotifySocket(in host: borrowing TreePath) throws(BootError) -> Int32 {
@@ -242,8 +256,7 @@ struct ContainerTree {
 
     private func createFile(_ path: String, top: Int32) throws(BootError) {
         let slash = path.lastIndex(of: "/") ?? path.startIndex
-        let parentPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
-        let parent = try resolve(parentPath, top: top, followFinal: true)
+        let parent = try parentDirectory(of: path, top: top)
         if parent.isOnReadOnlyMount {
             throw BootError(image: image, "the read-only image has no \(path) (imgboot never writes the image to create it)")
         }
