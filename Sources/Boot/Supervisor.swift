@@ -97,7 +97,7 @@ final class Supervisor {
 
     /// `boot`: the first request asks the init to halt (SIGRTMIN+3; never SIGTERM, which makes
     /// systemd re-execute itself), the second kills. `run`: the signal goes to the tiny init,
-    /// which passes it on to the command; the third kills.
+    /// which passes it on to the command's process group; the third kills.
     private func stop(because signal: Int32) {
         stopRequests += 1
         let setupDone = errorPipe < 0

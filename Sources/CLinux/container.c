@@ -214,13 +214,19 @@ static _Noreturn void exec_command(char *const *argv, char *const *envp) {
     _exit(saved == ENOENT || saved == ENOTDIR ? 127 : 126);
 }
 
-// The tiny init of `run`: PID 1 reaps every orphan, passes signals on to the command, and
-// leaves with the command's status.
+// The tiny init of `run`: PID 1 reaps every orphan, passes signals on to the command's
+// process group, and leaves with the command's status.
 static volatile pid_t command_pid = 0;
 
+/// To the command's process group, as a terminal's Ctrl-C goes: a shell's foreground child
+/// gets the signal too, not only the shell, which would otherwise wait for the child (bash
+/// ignores SIGINT until it ends). The command leads its own group (setsid); should it have
+/// left it, the signal goes to the command alone.
 static void forward_signal(int sig) {
-    if (command_pid > 0)
+    int saved = errno;
+    if (command_pid > 0 && kill(-command_pid, sig) < 0)
         kill(command_pid, sig);
+    errno = saved;
 }
 
 /// Forks the command (with `console_fd` as its terminal, if any; after dropping capabilities
