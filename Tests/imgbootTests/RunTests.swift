@@ -314,6 +314,23 @@ struct RunTests {
         image.leftovers.expectNone(imageUnchanged: true)
     }
 
+    /// SIGINT to imgboot also reaches what a shell in the container runs in the foreground, as
+    /// Ctrl-C on a terminal does: the shell does not sit waiting for its child.
+    @Test func signalReachesTheShellsForegroundChild() throws {
+        let image = try ImageCopy("basic")
+        let imgboot = try BackgroundProcess([Harness.binary, "run", image.path, "--", "sh", "-c", "sleep 1000; echo done"])
+        defer { imgboot.kill() }
+        let running = imgboot.wait(upTo: 30) {
+            imgboot.children().flatMap(Harness.children(of:)).flatMap(Harness.children(of:))
+                .contains { Harness.commandName(of: $0) == "sleep" }
+        }
+        try #require(running, "sleep did not start in the container: \(imgboot.stderr)")
+        imgboot.signal(SIGINT)
+        #expect(imgboot.exitStatus(within: 30) == 130)
+        #expect(imgboot.stdout.isEmpty)
+        image.leftovers.expectNone(imageUnchanged: true)
+    }
+
     /// stdin through a pipe reaches the command; without a command, the shell reads it.
     @Test func stdinThroughAPipe() throws {
         let image = try ImageCopy("basic")
