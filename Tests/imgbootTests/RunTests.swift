@@ -284,6 +284,33 @@ struct RunTests {
         #expect(image.isUnchanged)
     }
 
+    struct SetupFailure: Sendable, CustomTestStringConvertible {
+        var fixture: String
+        var options: [String]
+        var message: String
+        var testDescription: String { "\(fixture) \(options.joined(separator: " "))" }
+    }
+
+    static let setupFailures: [SetupFailure] = [
+        .init(fixture: "basic", options: ["--bind=/nonexistent-imgboot:/x"],
+              message: "--bind source /nonexistent-imgboot: No such file or directory"),
+        .init(fixture: "basic", options: ["--volatile=state", "--bind=/etc:/new"],
+              message: "the read-only image has no /new directory (imgboot never writes the image to create it)"),
+        .init(fixture: "garbage-root", options: [], message: "no root partition to mount"),
+    ]
+
+    /// When imgboot itself fails, part way through the setup or before: status 125, one line
+    /// naming the image and what is wrong, and nothing left.
+    @Test(arguments: setupFailures)
+    func setupFailureExits125AndLeavesNothing(_ c: SetupFailure) throws {
+        let image = try ImageCopy(c.fixture)
+        let out = try image.run(c.options, ["true"])
+        #expect(out.status == 125)
+        #expect(out.stderr.hasPrefix("imgboot: \(image.path): \(c.message)"), "\(out.stderr)")
+        #expect(out.stderr.split(separator: "\n").count == 1)
+        #expect(image.isUnchanged)
+    }
+
     /// SIGINT (Ctrl-C) or SIGTERM to imgboot reaches the command, and imgboot exits as it did.
     @Test(arguments: [(SIGINT, 130), (SIGTERM, 143)] as [(Int32, Int32)])
     func signalToImgbootReachesTheCommand(signal: Int32, status: Int32) throws {
