@@ -129,6 +129,17 @@ enum Harness {
         run(["/usr/bin/pgrep", "-f", "--", marker]).stdout.split(separator: "\n").compactMap { pid_t($0) }
     }
 
+    /// Waits until `condition` holds, at most `seconds` — a guard against a hang, not a timing
+    /// assertion. Whether it holds.
+    static func waitUntil(upTo seconds: Double, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(20_000)
+        }
+        return condition()
+    }
+
     /// The children of a process (host PIDs).
     static func children(of pid: pid_t) -> [pid_t] {
         let text = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""

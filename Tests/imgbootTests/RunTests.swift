@@ -358,6 +358,27 @@ struct RunTests {
         image.leftovers.expectNone(imageUnchanged: true)
     }
 
+    /// SIGKILL to imgboot: the kernel takes the container down (its PID 1 dies with imgboot),
+    /// its mounts with its mount namespace, the loop devices by autoclear (asynchronously). Not
+    /// the machine's empty cgroup, which a later run of the machine removes (and the test does);
+    /// nor imgboot's empty tree directory /tmp/imgboot-root.*, which stays (the test cannot tell
+    /// it from those of containers running meanwhile).
+    @Test func sigkillToImgbootLeavesNoLoopDeviceMountOrProcess() throws {
+        let image = try ImageCopy("basic")
+        let imgboot = try BackgroundProcess([Harness.binary, "run", image.path, "--", "sleep", "100"])
+        defer { imgboot.kill() }
+        let running = imgboot.wait(upTo: 30) {
+            imgboot.children().flatMap(Harness.children(of:)).contains { Harness.commandName(of: $0) == "sleep" }
+        }
+        try #require(running, "sleep did not start in the container: \(imgboot.stderr)")
+        imgboot.signal(SIGKILL)
+        #expect(imgboot.exitStatus(within: 30) == 137)
+        #expect(Harness.waitUntil(upTo: 30) { Harness.processes(matching: image.machine).isEmpty })
+        #expect(Harness.waitUntil(upTo: 30) { Harness.loopDevices(backing: image.path).isEmpty })
+        if let cgroup = Harness.machineCgroup(image.machine) { rmdir(cgroup) }
+        image.leftovers.expectNone(imageUnchanged: true)
+    }
+
     /// stdin through a pipe reaches the command; without a command, the shell reads it.
     @Test func stdinThroughAPipe() throws {
         let image = try ImageCopy("basic")
