@@ -394,6 +394,29 @@ struct RunTests {
         image.leftovers.expectNone(imageUnchanged: true)
     }
 
+    static let hasScript = FileManager.default.isExecutableFile(atPath: "/usr/bin/script")
+
+    /// With a terminal (here script(1)'s pty): the command gets a pty of its own as /dev/console,
+    /// with the user's TERM; typed input reaches it; Ctrl-] three times kills the machine.
+    @Test(.enabled(if: hasScript, "script(1) from util-linux is not installed"))
+    func onATerminal() throws {
+        let image = try ImageCopy("basic")
+        func typed(_ input: String, _ command: String) -> Harness.Output {
+            Harness.run(["/bin/sh", "-c", "printf \"$1\" | TERM=xterm-imgboot /usr/bin/script -qec \"$2\" /dev/null", "sh", input,
+                         "\(Harness.binary) run \(image.path) -- \(command)"])
+        }
+        let tty = typed("", "sh -c 'tty; echo $TERM; exit 3'")
+        #expect(tty.status == 3)
+        #expect(tty.stdout.contains("/dev/console\r\nxterm-imgboot\r\n"), "\(tty.stdout)")
+        let line = typed("hello\\n", "sh -c 'read line; echo got-$line'")
+        #expect(line.status == 0)
+        #expect(line.stdout.contains("got-hello\r\n"), "\(line.stdout)")
+        let escape = typed("\\035\\035\\035", "sleep 100")
+        #expect(escape.status == 137)
+        #expect(escape.stdout.contains("imgboot: Ctrl-] pressed three times: killing \(image.machine)"), "\(escape.stdout)")
+        image.leftovers.expectNone(imageUnchanged: true)
+    }
+
     /// The command's stdout and stderr stay apart.
     @Test func stdoutAndStderrSeparated() throws {
         let image = try ImageCopy("basic")
