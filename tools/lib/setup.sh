@@ -21,6 +21,7 @@ base_packages=(
     squashfs-tools erofs-utils busybox-static dosfstools
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references
     mmdebstrap                                # the Debian image the system tests boot
+    procps                                    # pgrep: container tests look for leftover processes
 )
 
 # Installs whatever of "$@" is missing, with one apt-get update at most.
