@@ -157,6 +157,13 @@ enum Harness {
             .first { FileManager.default.fileExists(atPath: $0) }
     }
 
+    /// What else a running machine has on the host, by name: its registry entry, its tree's
+    /// directory, its v1 devices cgroup (where the BPF device filter could not be used).
+    static func machineFiles(_ machine: String) -> [String] {
+        ["/run/imgboot/machines/\(machine)", "/run/imgboot/roots/\(machine)", "/sys/fs/cgroup/devices/imgboot/\(machine)"]
+            .filter { FileManager.default.fileExists(atPath: $0) }
+    }
+
     /// The mount points of the host's mount table.
     static func mountPoints() -> Set<String> {
         let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
@@ -186,12 +193,13 @@ final class ScratchDirectory {
 
 /// What a container could leave on the host, noted before it runs. After it: no loop device
 /// backed by the image, no new mount of imgboot's in the host's table, no process carrying the
-/// run's marker, no machine cgroup, and (unless the run may write) the image's bytes unchanged.
+/// run's marker, no machine cgroup, registry entry or tree directory, and (unless the run may
+/// write) the image's bytes unchanged.
 ///
-/// Only imgboot's mounts count: those under its own temporary directories (`imgboot-root.*`,
-/// `imgboot-staging.*`) and the API filesystems a container gets (proc, sysfs, cgroup2,
-/// mqueue, devpts). Other tests may mount on the host meanwhile (AttachTests does), and a
-/// leaked mount of the image itself holds a loop device, which the loop check sees.
+/// Only imgboot's mounts count: those on its own directories (`/run/imgboot/roots/*`,
+/// `/tmp/imgboot-staging.*`) and the API filesystems a container gets (proc, sysfs, cgroup2,
+/// mqueue, devpts). Other tests mount on the host meanwhile (AttachTests, MountCommandTests),
+/// and a leaked mount of the image itself holds a loop device, which the loop check sees.
 struct Leftovers {
     let image: String
     let machine: String
@@ -212,7 +220,7 @@ struct Leftovers {
     /// New host mounts that imgboot made: their mount points and types.
     func newMounts() -> [(point: String, type: String)] {
         Harness.mounts().filter { id, mount in
-            !mountIDs.contains(id) && (mount.point.contains("/imgboot-root.") || mount.point.contains("/imgboot-staging.") ||
+            !mountIDs.contains(id) && (mount.point.hasPrefix("/run/imgboot/roots/") || mount.point.contains("/imgboot-staging.") ||
                                        Self.containerFilesystems.contains(mount.type))
         }.map(\.value).sorted { $0.point < $1.point }
     }
@@ -229,6 +237,8 @@ struct Leftovers {
         #expect(processes.isEmpty, "processes of the container still running", sourceLocation: sourceLocation)
         let cgroup = Harness.machineCgroup(machine)
         #expect(cgroup == nil, "the machine's cgroup is still there", sourceLocation: sourceLocation)
+        let files = Harness.machineFiles(machine)
+        #expect(files.isEmpty, "the machine's files are still there", sourceLocation: sourceLocation)
         if imageUnchanged {
             #expect(Harness.sha256(image) == hash, "the image was written", sourceLocation: sourceLocation)
         }

@@ -118,9 +118,9 @@ struct RunTests {
         #expect(try image.sh(["--hostname=custom-host"], "hostname") == ["custom-host"])
         let machine = "m-\(image.machine)"
         #expect(try image.sh(["--machine=\(machine)"], "hostname") == [machine])
-        #expect(Harness.machineCgroup(machine) == nil)
+        #expect(Harness.machineCgroup(machine) == nil && Harness.machineFiles(machine).isEmpty)
         #expect(try image.sh(["--machine=\(machine)", "--hostname=both"], "hostname") == ["both"])
-        #expect(Harness.machineCgroup(machine) == nil)
+        #expect(Harness.machineCgroup(machine) == nil && Harness.machineFiles(machine).isEmpty)
         #expect(image.isUnchanged)
     }
 
@@ -368,9 +368,8 @@ struct RunTests {
 
     /// SIGKILL to imgboot: the kernel takes the container down (its PID 1 dies with imgboot),
     /// its mounts with its mount namespace, the loop devices by autoclear (asynchronously). Not
-    /// the machine's empty cgroup, which a later run of the machine removes (and the test does);
-    /// nor imgboot's empty tree directory /tmp/imgboot-root.*, which stays (the test cannot tell
-    /// it from those of containers running meanwhile).
+    /// the machine's empty cgroup, registry entry and tree directory, which the next imgboot to
+    /// come across them removes; here the test does.
     @Test func sigkillToImgbootLeavesNoLoopDeviceMountOrProcess() throws {
         let image = try ImageCopy("basic")
         let imgboot = try BackgroundProcess([Harness.binary, "run", image.path, "--", "sleep", "100"])
@@ -384,6 +383,7 @@ struct RunTests {
         #expect(Harness.waitUntil(upTo: 30) { Harness.processes(matching: image.machine).isEmpty })
         #expect(Harness.waitUntil(upTo: 30) { Harness.loopDevices(backing: image.path).isEmpty })
         if let cgroup = Harness.machineCgroup(image.machine) { rmdir(cgroup) }
+        for file in Harness.machineFiles(image.machine) { remove(file) }
         image.leftovers.expectNone(imageUnchanged: true)
     }
 
