@@ -4,8 +4,8 @@ import Testing
 /// `imgboot run` as a user sees it from inside the container: every volatile mode on every
 /// kind of busybox image, then the container contract of DESIGN.md item by item. Each test runs
 /// on its own copy of a fixture, and after every run nothing may be left: no loop device, no
-/// mount, no process, no cgroup (`ImageCopy.run`); where the image must not be written, its
-/// hash is the same.
+/// mount, no process, no cgroup, registry entry or tree directory of the machine
+/// (`ImageCopy.run`); where the image must not be written, its hash is the same.
 @Suite(.enabled(if: Harness.isRoot, "needs root, loop devices and namespaces"))
 struct RunTests {
     static let busyboxImages = ["basic", "split-usr", "squashfs", "btrfs-xfs", "bare-ext4"]
