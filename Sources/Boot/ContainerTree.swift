@@ -69,6 +69,7 @@ struct ContainerTree {
         guard mkdirat(run.fd, "host", 0o755) == 0 else { throw BootError(image: image, "create /run/host", errno: errno) }
         let host = try resolve("/run/host", top: top)
         try writeFile(in: host.fd, "container-manager", "imgboot\n")
+        try writeFile(in: host.fd, "boot_id", Container.randomUUID() + "\n")
         let notify = try bindNotifySocket(in: host)
 
         // The host's DNS configuration (a private copy: the container cannot write the host's)

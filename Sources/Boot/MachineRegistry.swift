@@ -107,6 +107,8 @@ public enum MachineRegistry {
         if mkdir("/run/imgboot", 0o755) != 0 && errno != EEXIST { throw .failed("create /run/imgboot", errno) }
         if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw .failed("create \(directory)", errno) }
         let candidates = exact ? [name] : [name] + (2...999).map { "\(name)-\($0)" }
+        // Whatever killed machines left (entries, cgroups, tree directories) goes now.
+        _ = list()
         return try withRegistryLock { () throws(NameError) -> Registration in
             for candidate in candidates {
                 let path = directory + "/" + candidate
@@ -153,6 +155,16 @@ public enum MachineRegistry {
         guard fd >= 0 else { return errno == ENOENT }
         defer { close(fd) }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
+        // A machine whose imgboot was killed: what it left beside its entry goes with it (its
+        // processes died with it, so its cgroups are empty; its tree was only ever mounted in
+        // namespaces that are gone).
+        var buffer = [UInt8](repeating: 0, count: 8192)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n > 0, let machine = Machine(text: String(decoding: buffer[0..<n], as: UTF8.self)) {
+            if let cgroup = machine.cgroup { MachineCgroup.removeTree(cgroup) }
+            rmdir(DeviceCgroup.root + "/imgboot/" + machine.name)
+            rmdir("/run/imgboot/roots/" + machine.name)
+        }
         unlink(path)
         return true
     }

@@ -229,6 +229,51 @@ static void forward_signal(int sig) {
     errno = saved;
 }
 
+/// Field `n` (1-based, as proc(5) numbers them, n ≥ 3) of /proc/self/stat as a number, or 0.
+static unsigned long stat_field(const char *line, ssize_t length, int n) {
+    ssize_t i = length - 1;
+    while (i >= 0 && line[i] != ')')  // the command name may hold spaces and parentheses
+        i--;
+    int field = 2;
+    unsigned long value = 0;
+    for (i++; i < length; i++) {
+        if (line[i] == ' ') {
+            if (field == n)
+                return value;
+            field++;
+            value = 0;
+        } else if (line[i] >= '0' && line[i] <= '9') {
+            value = value * 10 + (unsigned long)(line[i] - '0');
+        }
+    }
+    return field == n ? value : 0;
+}
+
+/// Clears what this copy of imgboot's memory would show the container as /proc/1/cmdline and
+/// /proc/1/environ — imgboot's command line (image path, --setenv values) and the host's
+/// environment (CI tokens, say) — and names the process imgboot-init.
+static void forget_host_memory(void) {
+    static const char name[] = "imgboot-init";
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;  // not in this procfs's PID namespace (`enter`'s waiter): nothing shown there
+    char line[1024];
+    ssize_t n = read(fd, line, sizeof line);
+    close(fd);
+    if (n <= 0)
+        return;
+    unsigned long arg_start = stat_field(line, n, 48), arg_end = stat_field(line, n, 49);
+    unsigned long env_start = stat_field(line, n, 50), env_end = stat_field(line, n, 51);
+    if (env_start && env_end > env_start)
+        memset((void *)env_start, 0, env_end - env_start);
+    if (arg_start && arg_end > arg_start + sizeof name) {
+        memset((void *)arg_start, 0, arg_end - arg_start);
+        memcpy((void *)arg_start, name, sizeof name);
+        prctl(PR_SET_MM, PR_SET_MM_ARG_END, arg_start + sizeof name, 0, 0);
+    }
+}
+
 /// Forks the command (with `console_fd` as its terminal, if any; after dropping capabilities
 /// to `keep` when `drop` is set) and waits for it: the body of `run`'s PID 1 and of `enter`.
 static _Noreturn void run_command(char *const *argv, char *const *envp, int console_fd, int streams, int drop, uint64_t keep) {
@@ -265,6 +310,7 @@ static _Noreturn void run_command(char *const *argv, char *const *envp, int cons
         for (int fd = 0; fd < 1024; fd++)
             close(fd);
     }
+    forget_host_memory();
 
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -330,6 +376,18 @@ static _Noreturn void child(const struct imgboot_container *c) {
     mask(root, dev_null, "proc/timer_list");
     mask(root, dev_null, "proc/kallsyms");
     close(dev_null);
+    // A boot ID of the machine's own (the parent wrote it to /run/host/boot_id), not the host's.
+    {
+        char source[32], target[32];
+        int id = open_in_root(root, "run/host/boot_id", 0);
+        int node = id >= 0 ? open_in_root(root, "proc/sys/kernel/random/boot_id", 0) : -1;
+        if (id >= 0 && node >= 0 && mount(fd_path(source, id), fd_path(target, node), NULL, MS_BIND, NULL) < 0)
+            fail(IMGBOOT_STEP_PROC_READ_ONLY);
+        if (node >= 0)
+            close(node);
+        if (id >= 0)
+            close(id);
+    }
     make_read_only(root, "proc/sys", IMGBOOT_STEP_PROC_READ_ONLY);
     make_read_only(root, "proc/sysrq-trigger", IMGBOOT_STEP_PROC_READ_ONLY);
 
