@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Logging
+import Mount
 
 /// The machine's own cgroup in the unified (v2) hierarchy, `…/imgboot/MACHINE`, so that an init
 /// inside can manage its services. On hosts with the hybrid layout the unified hierarchy is at
@@ -65,19 +66,7 @@ public final class MachineCgroup {
         logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
     }
 
-    /// rmdir depth first; true when `path` is gone.
+    /// rmdir depth first (systemd makes child cgroups); true when `path` is gone.
     @discardableResult
-    static func removeTree(_ path: String) -> Bool {
-        if let dir = opendir(path) {
-            while let entry = readdir(dir) {
-                guard entry.pointee.d_type == UInt8(DT_DIR) else { continue }
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                }
-                if name != "." && name != ".." { removeTree(path + "/" + name) }
-            }
-            closedir(dir)
-        }
-        return rmdir(path) == 0 || errno == ENOENT
-    }
+    static func removeTree(_ path: String) -> Bool { Directory.removeEmptyTree(path) }
 }

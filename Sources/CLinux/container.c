@@ -443,24 +443,29 @@ static _Noreturn void child(const struct imgboot_container *c) {
     fail(IMGBOOT_STEP_EXEC);
 }
 
-pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd) {
+/// clone3 with fork's semantics (no new stack): `flags` plus a pidfd, into the cgroup2 directory
+/// `cgroup_fd` when it is not -1. Returns 0 in the child, its PID in the parent, -1 on failure.
+static pid_t clone_into(uint64_t flags, int cgroup_fd, int *pidfd) {
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
-    if (config->private_network)
-        args.flags |= CLONE_NEWNET;
-    if (config->cgroup_fd >= 0) {
+    args.flags = flags | CLONE_PIDFD;
+    if (cgroup_fd >= 0) {
         args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)config->cgroup_fd;
+        args.cgroup = (uint64_t)cgroup_fd;
     }
     args.pidfd = (uint64_t)(uintptr_t)pidfd;
     args.exit_signal = SIGCHLD;
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0)
-        return -1;
+    return (pid_t)syscall(SYS_clone3, &args, sizeof args);
+}
+
+pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd) {
+    uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
+    if (config->private_network)
+        flags |= CLONE_NEWNET;
+    pid_t pid = clone_into(flags, config->cgroup_fd, pidfd);
     if (pid == 0)
         child(config);
-    return (pid_t)pid;
+    return pid;
 }
 
 static _Noreturn void enter_child(const struct imgboot_enter *e) {
@@ -479,21 +484,10 @@ static _Noreturn void enter_child(const struct imgboot_enter *e) {
 }
 
 pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd) {
-    struct clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = CLONE_PIDFD;
-    if (config->cgroup_fd >= 0) {
-        args.flags |= CLONE_INTO_CGROUP;
-        args.cgroup = (uint64_t)config->cgroup_fd;
-    }
-    args.pidfd = (uint64_t)(uintptr_t)pidfd;
-    args.exit_signal = SIGCHLD;
-    long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid < 0)
-        return -1;
+    pid_t pid = clone_into(0, config->cgroup_fd, pidfd);
     if (pid == 0)
         enter_child(config);
-    return (pid_t)pid;
+    return pid;
 }
 
 int imgboot_pidfd_send_signal(int pidfd, int signal) {

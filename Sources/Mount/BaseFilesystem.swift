@@ -41,11 +41,14 @@ enum BaseFilesystem {
 }
 
 /// Small directory helpers.
-enum Directory {
+public enum Directory {
     /// Removes `path` and the empty directories below it, depth first. Stops at anything that is
     /// not an empty directory (which then stays, as does its parent): never removes a file, and
-    /// never descends into a mount (rmdir of a mount point fails with EBUSY).
-    static func removeEmptyTree(_ path: String) {
+    /// never descends into a mount (rmdir of a mount point fails with EBUSY). Also takes down a
+    /// cgroup and the child cgroups an init made in it, which are directories of this kind.
+    /// Returns whether `path` is gone.
+    @discardableResult
+    public static func removeEmptyTree(_ path: String) -> Bool {
         if let dir = opendir(path) {
             while let entry = readdir(dir) {
                 let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
@@ -56,6 +59,6 @@ enum Directory {
             }
             closedir(dir)
         }
-        rmdir(path)
+        return rmdir(path) == 0 || errno == ENOENT
     }
 }
