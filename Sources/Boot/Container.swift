@@ -67,6 +67,11 @@ public enum Container {
         defer { close(hostNamespace) }
         let treeDirectory = try makeTreeDirectory(machine: spec.machine, image: image)
         defer { rmdir(treeDirectory) }
+        // Staging mounts stay in the private namespace: they go with it (and, in the child's
+        // copy, with the host's root it detaches), all at once. Its empty directories are
+        // removed once back in the host's namespace (this defer runs after leaving it).
+        let stagingDirectory = treeDirectory + ".staging"
+        defer { Directory.removeEmptyTree(stagingDirectory) }
 
         guard imgboot_unshare(IMGBOOT_CLONE_NEWNS) == 0 else { throw BootError(image: image, "unshare the mount namespace", errno: errno) }
         var inPrivateNamespace = true
@@ -83,7 +88,8 @@ public enum Container {
         }
 
         let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
-        let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory, logger: logger)
+        let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory,
+                                         discardedStaging: stagingDirectory, logger: logger)
         for warning in tree.warnings { logger.warning("\(image): \(warning)") }
         // The mounts hold the loop devices now.
         attached.close()

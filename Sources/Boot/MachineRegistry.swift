@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Logging
+import Mount
 
 /// Running machines, findable by name: each `run`/`boot` holds a file in
 /// /run/imgboot/machines named after its machine, locked (flock) for as long as it runs. The
@@ -164,6 +165,7 @@ public enum MachineRegistry {
             if let cgroup = machine.cgroup { MachineCgroup.removeTree(cgroup) }
             rmdir(DeviceCgroup.root + "/imgboot/" + machine.name)
             rmdir("/run/imgboot/roots/" + machine.name)
+            Directory.removeEmptyTree("/run/imgboot/roots/" + machine.name + ".staging")
         }
         unlink(path)
         return true

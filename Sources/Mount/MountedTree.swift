@@ -29,20 +29,35 @@ public final class MountedTree {
     /// Mounts the tree `plan` describes on the existing directory `root`, with `devices` giving
     /// the loop device of each attached partition. If a step fails, everything done so far is
     /// undone before the error is thrown.
+    ///
+    /// `discardedStaging`: a directory for the staging mounts in a mount namespace that is about
+    /// to be thrown away (a container's): they are then left where they are, to go with the
+    /// namespace all at once, instead of being detached one by one (each detach waits for an
+    /// RCU grace period). The caller removes the directory's empty skeleton afterwards.
     public static func apply(
         _ plan: MountPlan, image: DissectedImage, devices: [Int: String], at root: String,
-        logger: Logger = Logger(label: "imgboot.mount")
+        discardedStaging: String? = nil, logger: Logger = Logger(label: "imgboot.mount")
     ) throws(MountError) -> MountedTree {
         let tree = MountedTree(root: root, image: image.image, logger: logger)
+        if let discardedStaging {
+            guard mkdir(discardedStaging, 0o700) == 0 || errno == EEXIST else {
+                throw MountError(image: image.image, .failed(operation: "create \(discardedStaging)", errno: errno))
+            }
+            tree.stagingDir = discardedStaging
+            tree.keepStaging = true
+        }
         do {
             try tree.run(plan, devices: devices)
         } catch {
             tree.rollback()
             throw error
         }
-        tree.removeStaging()
+        if !tree.keepStaging { tree.removeStaging() }
         return tree
     }
+
+    /// The staging mounts stay (see `apply`'s `discardedStaging`).
+    private var keepStaging = false
 
     private func run(_ plan: MountPlan, devices: [Int: String]) throws(MountError) {
         var skipped: Set<String> = []
@@ -120,6 +135,7 @@ public final class MountedTree {
             try BaseFilesystem.create(in: top.fd, image: image)
 
         case .detach:
+            if keepStaging { return }
             let path = try absolutePath(step.target)
             guard umount2(path, Int32(MNT_DETACH)) == 0 else {
                 throw MountError(image: image, partition: step.partition, .failed(operation: "detach \(step.target)", errno: errno))
