@@ -149,7 +149,7 @@ class Udevd:
         r = subprocess.run(["udevadm", "control", "--ping", f"--timeout={timeout}"], capture_output=True)
         return r.returncode == 0
 
-    def start(self):
+    def start(self, quiet=False):
         if self.proc or self.info["alreadyRunning"]:
             return
         if self.running():
@@ -167,7 +167,9 @@ class Udevd:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{path} exited with {self.proc.returncode}; see {self.logfile.name}")
             if self.running():
-                log(f"bench: started {path} (PID {self.proc.pid}) for systemd-nspawn --image")
+                if not quiet:
+                    log(f"bench: started {path} (PID {self.proc.pid}) for systemd-nspawn --image")
+                self.info["pids"] = self.info.get("pids", []) + [self.proc.pid]
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{path} (PID {self.proc.pid}) does not answer on /run/udev/control")
@@ -186,7 +188,7 @@ class Udevd:
         self.start()
         self.info["restarts"] = self.info.get("restarts", 0) + 1
 
-    def stop(self, remove=True):
+    def stop(self, remove=True, quiet=False):
         if not self.proc:
             return
         if self.proc.poll() is None:
@@ -196,7 +198,8 @@ class Udevd:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        log(f"bench: stopped systemd-udevd (PID {self.proc.pid})")
+        if not quiet:
+            log(f"bench: stopped systemd-udevd (PID {self.proc.pid})")
         self.proc = None
         if not remove:
             return
@@ -378,7 +381,7 @@ class Bench:
 
     SETTLE = ["udevadm", "settle", "--timeout=30"]
 
-    def group(self, gid, entries, runs, udev=False):
+    def group(self, gid, entries, runs, udev=False, phases=None):
         """Measures commands [(id, tool, argv)] with hyperfine, `rounds` times, rotating their
         order each round so that a change of load hits them all alike; each round warms up
         every command first. Medians over all rounds.
@@ -386,52 +389,30 @@ class Bench:
         udev: the group has systemd-nspawn --image in it. Every run (of either tool) then
         starts after `udevadm settle`, so that none pays for udevd still working through the
         previous run's device events; and udevd is checked (restarted if it stopped answering)
-        before each round."""
+        before each round.
+
+        phases: instead of entries/udev, a list of (setup, entries, udev): each round runs
+        every phase (their order alternating), calling setup() first; a phase whose setup
+        returns False is skipped."""
         runs = self.runs or runs
-        times = {cid: [] for cid, _, _ in entries}
+        if phases is None:
+            phases = [(None, entries, udev)]
+        all_entries = [e for _, es, _ in phases for e in es]
+        times = {cid: [] for cid, _, _ in all_entries}
         load_before = loadavg()
         t0 = time.monotonic()
         ok = True
         failed = set()
-        active = list(entries)
-        retried = False
-        r = 0
-        while r < self.rounds and active:
-            if udev:
-                self.udevd.ensure(self)
-            k = r % len(active)
-            order = active[k:] + active[:k]
-            out = os.path.join(self.work, re.sub(r"[^A-Za-z0-9.-]+", "_", gid) + f".{r}.json")
-            argv = ["hyperfine", "-N", "--style", "none", "--warmup", str(self.warmup),
-                    "--runs", str(runs), "--export-json", out]
-            if udev:
-                argv += ["--prepare", shlex.join(self.SETTLE)]
-            for cid, _, cmd in order:
-                argv += ["-n", cid, shlex.join(cmd)]
-            p = subprocess.run(argv, capture_output=True, text=True)
-            if p.returncode != 0:
-                bad = self.diagnose(gid, active, p.stderr, udev)
-                if bad is None and not retried:
-                    retried = True  # a transient failure: this round once more
+        for r in range(self.rounds):
+            for setup, entries, udev in (phases if r % 2 == 0 else phases[::-1]):
+                if setup is not None and setup() is False:
                     continue
-                ok = False
-                if bad is None:
-                    break
-                # measure the others without it; its earlier times do not count
-                failed.add(bad)
-                times[bad] = []
-                active = [e for e in active if e[0] != bad]
-                continue
-            with open(out) as f:
-                for res in json.load(f)["results"]:
-                    times[res["command"]].extend(res["times"])
-            retried = False
-            r += 1
+                ok = self._round(gid, r, entries, runs, udev, times, failed) and ok
         load_after = loadavg()
         g = {"id": gid, "rounds": self.rounds, "runsPerRound": runs, "warmup": self.warmup,
              "loadBefore": load_before, "loadAfter": load_after, "ok": ok,
              "seconds": round(time.monotonic() - t0, 1), "commands": []}
-        for cid, tool, cmd in entries:
+        for cid, tool, cmd in all_entries:
             ts = times[cid]
             c = {"id": cid, "tool": tool, "command": shlex.join(cmd), "runs": len(ts),
                  "median": median(ts), "mean": statistics.fmean(ts) if ts else None,
@@ -444,6 +425,42 @@ class Bench:
         summary = ", ".join(f"{c['id']} {fmt_time(c['median'])}" for c in g["commands"])
         log(f"bench: {gid}: {summary} (load {load_before[0]:.2f} -> {load_after[0]:.2f}, {g['seconds']} s)")
         return ok
+
+    def _round(self, gid, r, entries, runs, udev, times, failed):
+        """One hyperfine run of the entries not failed yet, in rotated order. A round that
+        fails transiently is repeated once; a command that keeps failing is dropped (its
+        times do not count) and the round repeated without it."""
+        retried = False
+        while True:
+            active = [e for e in entries if e[0] not in failed]
+            if not active:
+                return False
+            if udev:
+                self.udevd.ensure(self)
+            k = r % len(active)
+            order = active[k:] + active[:k]
+            out = os.path.join(self.work, re.sub(r"[^A-Za-z0-9.-]+", "_", gid) + f".{r}.json")
+            argv = ["hyperfine", "-N", "--style", "none", "--warmup", str(self.warmup),
+                    "--runs", str(runs), "--export-json", out]
+            if udev:
+                argv += ["--prepare", shlex.join(self.SETTLE)]
+            for cid, _, cmd in order:
+                argv += ["-n", cid, shlex.join(cmd)]
+            p = subprocess.run(argv, capture_output=True, text=True)
+            if p.returncode == 0:
+                with open(out) as f:
+                    for res in json.load(f)["results"]:
+                        times[res["command"]].extend(res["times"])
+                return not retried
+            bad = self.diagnose(gid, active, p.stderr, udev)
+            if bad is None:
+                if retried:
+                    return False
+                retried = True
+                continue
+            failed.add(bad)
+            times[bad] = []
+            retried = True
 
     def diagnose(self, gid, entries, hyperfine_stderr, udev):
         """hyperfine stops at the first failing command: find out which (its id), and why.
@@ -517,30 +534,37 @@ class Bench:
             self.scale("inspect: 32 vs 3 partitions", tool, f"{prefix} parts-3", f"{prefix} parts-32", 3, 32)
 
     def run_modes(self):
+        """run vs nspawn in each volatile mode, both under the udevd nspawn needs; and, in the
+        same rounds, imgboot with no udevd on the machine, as its users run it here (with one
+        running, udev's workers probe every new loop device while imgboot mounts it). The
+        private udevd is stopped for that phase and started again after it."""
         runs = 3 if self.quick else 10
         modes = ["overlay"] if self.quick else ["state", "yes", "overlay"]
+        with_udev = []
         for mode in modes:
-            entries = [(f"imgboot run {mode} basic", "imgboot", self.cmd_run("basic", mode))]
+            with_udev.append((f"imgboot run {mode} basic", "imgboot", self.cmd_run("basic", mode)))
             if self.nspawn_ok:
-                entries.append((f"systemd-nspawn {mode} basic", "systemd-nspawn", self.cmd_nspawn("basic", mode)))
-            self.group(f"run --volatile={mode}", entries, runs, udev=self.nspawn_ok)
+                with_udev.append((f"systemd-nspawn {mode} basic", "systemd-nspawn", self.cmd_nspawn("basic", mode)))
+        alone = [(f"imgboot run {m} basic, no udevd", "imgboot", self.cmd_run("basic", m)) for m in modes]
+
+        def stop_udevd():
+            if self.udevd.info["alreadyRunning"]:
+                return False  # not ours to stop: no measurement without udevd
+            self.udevd.stop(remove=False, quiet=True)
+            return True
+
+        def start_udevd():
+            self.udevd.start(quiet=True)
+
+        phases = [(stop_udevd, alone, False), (start_udevd, with_udev, bool(self.nspawn_ok))]
+        self.group("run --volatile=MODE basic", None, runs, phases=phases)
+        start_udevd()
+        for mode in modes:
             self.compare(f"run --volatile={mode} basic", f"imgboot run {mode} basic",
                          f"systemd-nspawn {mode} basic", 0.25)
-
-    def run_alone(self):
-        """imgboot run as its users run it: with no udevd on the machine. (Measured before
-        the private udevd starts: with one running, its workers probe every new loop device,
-        and imgboot's mount stage takes about three times as long.)"""
-        runs = 3 if self.quick else 10
-        modes = ["overlay"] if self.quick else ["state", "yes", "overlay"]
-        self.group("run without udevd", [(f"imgboot run {m} basic, no udevd", "imgboot", self.cmd_run("basic", m))
-                                         for m in modes], runs)
-
-    def compare_alone(self):
-        for m in ("state", "yes", "overlay"):
-            if f"imgboot run {m} basic, no udevd" in self.commands:
-                self.compare(f"run --volatile={m} basic, imgboot without udevd", f"imgboot run {m} basic, no udevd",
-                             f"systemd-nspawn {m} basic", 0.25)
+        for mode in modes:
+            self.compare(f"run --volatile={mode} basic, imgboot without udevd",
+                         f"imgboot run {mode} basic, no udevd", f"systemd-nspawn {mode} basic", 0.25)
 
     def run_scaling(self):
         runs = 10
@@ -827,8 +851,6 @@ class Bench:
                 self.parallel("imgboot")
             if want("memory"):
                 self.memory_run()
-            if want("run"):
-                self.run_alone()
             nspawn_sections = [s for s in ("run", "scale", "parallel", "boot") if want(s)]
             if nspawn_sections:
                 try:
@@ -839,7 +861,6 @@ class Bench:
                     self.nspawn_ok = False
                 if want("run"):
                     self.run_modes()
-                    self.compare_alone()
                 if want("scale") and not self.quick:
                     self.run_scaling()
                 if want("parallel") and self.nspawn_ok and not self.quick:
