@@ -282,14 +282,9 @@ final class StageClock {
     }
 
     func lap(_ stage: String) {
-        let now = StageClock.now()
-        logger.debug("stage \(stage): \(Int(((now - last) * 1_000_000).rounded())) µs")
-        last = now
+        logger.debug("\(stageLine(stage, since: last))")
+        last = StageClock.now()
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    static func now() -> Double { monotonicSeconds() }
 }

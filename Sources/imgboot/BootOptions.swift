@@ -69,7 +69,9 @@ struct BootOptions: ParsableArguments {
 
     /// Dissects the image and makes the container's spec (default mode: overlay).
     func spec(image: String, arguments: [String], boot: Bool, console: ContainerSpec.Console?, logger: Logger) throws -> ContainerSpec {
+        let start = monotonicSeconds()
         let dissected = try DissectedImage.dissect(path: image, logger: logger)
+        logger.debug("\(stageLine("dissect", since: start))")
         for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }
         let plan = try MountPlan.make(for: dissected, options: layering.options(default: .overlay))
         return ContainerSpec(

@@ -25,6 +25,7 @@ struct IMGBoot: ParsableCommand {
     /// Runs the command line. imgboot's own failures exit with status 125 after a one-line
     /// message; usage errors too, after the message and usage swift-argument-parser prints.
     static func main() {
+        _ = Clock.start  // log times count from here
         do {
             var command = try parseAsRoot(normalizedArguments(Array(CommandLine.arguments.dropFirst())))
             try command.run()
