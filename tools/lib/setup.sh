@@ -20,7 +20,6 @@ base_packages=(
     fdisk e2fsprogs xfsprogs btrfs-progs      # fixture images
     squashfs-tools erofs-utils busybox-static dosfstools
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references
-    mmdebstrap                                # the Debian image the system tests boot
     procps                                    # pgrep: container tests look for leftover processes
 )
 
