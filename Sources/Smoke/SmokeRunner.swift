@@ -198,8 +198,17 @@ public struct SmokeRunner: Sendable {
         var status = process.wait(until: start + timeout)
         var output = process.captured.text
         if status == nil {
-            process.signal(SIGKILL)
-            status = process.wait(until: now() + 10)
+            // SIGTERM first: `enter` and `run` pass it on to the check's process group, so that
+            // what the check started ends with it and imgboot tears down in order. A SIGKILLed
+            // `enter` orphans its command, whose zombie goes to the host's init (it was forked
+            // from outside the machine's PID namespace) and stalls systemd's final SIGTERM
+            // broadcast at poweroff; a SIGKILLed `run` leaves its cgroup behind.
+            process.signal(SIGTERM)
+            status = process.wait(until: now() + Self.killGrace)
+            if status == nil {
+                process.signal(SIGKILL)
+                status = process.wait(until: now() + 10)
+            }
             output = process.captured.text + "\n[imgboot: killed after \(formatSeconds(timeout)) s]\n"
             return CheckResult(command: command, exitCode: nil, passed: false, output: output, seconds: now() - start)
         }
@@ -207,6 +216,9 @@ public struct SmokeRunner: Sendable {
     }
 
     // MARK: Small things
+
+    /// How long a check that outlived its timeout has to end after SIGTERM before SIGKILL.
+    static let killGrace = 5.0
 
     private func shortRandom() -> String {
         var bytes = [UInt8](repeating: 0, count: 2)
