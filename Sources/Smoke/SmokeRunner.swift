@@ -158,8 +158,16 @@ public struct SmokeRunner: Sendable {
         progress(.poweringOff)
         let stop = try? Subprocess([executable, "stop", "--timeout", formatSeconds(timeout), machine])
         let stopped = stop?.wait(until: now() + timeout + 15)
-        let status = boot.wait(until: now() + 15)
-        if status == nil { boot.signal(SIGKILL); _ = boot.wait(until: now() + 10) }
+        // 0 or 1: stop reached the machine (and killed it, if need be); otherwise it could not
+        // (not ready in time: its init not yet registered), and nothing would end the boot.
+        var status = boot.wait(until: now() + (stopped == 0 || stopped == 1 ? 15 : 0.5))
+        // Ask imgboot itself, so that it tears down in order: the first SIGTERM halts the init
+        // (or abandons the setup), the second kills the init. SIGKILL to imgboot is the last
+        // resort: it leaves the machine's cgroup, tree directory and registration behind.
+        for (signal, grace) in [(SIGTERM, 15.0), (SIGTERM, 10.0), (SIGKILL, 10.0)] where status == nil {
+            boot.signal(signal)
+            status = boot.wait(until: now() + grace)
+        }
         result.bootLog = readFile(logPath)
         if ready != nil {
             result.poweredOff = stopped == 0 && status == 0
