@@ -22,6 +22,7 @@ base_packages=(
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references
     mmdebstrap                                # the Debian image the system tests boot
     procps                                    # pgrep: container tests look for leftover processes
+    time                                      # GNU time: the smoke test measures imgboot's memory
 )
 
 # Installs whatever of "$@" is missing, with one apt-get update at most.
