@@ -164,6 +164,32 @@ struct SmokeTests {
         image.expectNothingLeft()
     }
 
+    /// smoke ended by a signal mid-run — a CI job cancelled (SIGTERM), or killed: the machines
+    /// it started end with it, in order, and nothing is left. (They used to run on: a booted
+    /// Debian for good.)
+    @Test(arguments: [SIGTERM, SIGKILL])
+    func smokeEndedBySignal(_ signal: Int32) throws {
+        let images = [try debian(), try ImageCopy("basic")]
+        let token = "imgboot-smoke-\(UUID().uuidString.prefix(8).lowercased())"
+        let sleep = "/tmp/\(token)/sleep"
+        let check = "mkdir -p /tmp/\(token) && ln -s \"$(which sleep)\" \(sleep) && \(sleep) 1000"
+        let smoke = try BackgroundProcess([Harness.binary, "smoke", "--check", check] + images.map(\.path))
+        defer { smoke.kill() }
+        let running = smoke.wait(upTo: MachinesTests.bootLimit) { Harness.processes(matching: sleep).count == 2 }
+        try #require(running, "the checks did not start; stderr: \(smoke.stderr)")
+        smoke.signal(signal)
+        #expect(smoke.exitStatus(within: MachinesTests.limit) == 128 + signal)
+        let ended = Harness.waitUntil(upTo: MachinesTests.limit) {
+            (try? MachinesTests.list())?.contains { m in images.contains { m.name.hasPrefix($0.machine) } } == false
+                && Harness.processes(matching: token).isEmpty
+        }
+        #expect(ended, "machines still listed: \((try? MachinesTests.list())?.map(\.name) ?? [])")
+        for image in images {
+            #expect(Harness.waitUntil(upTo: MachinesTests.limit) { Harness.loopDevices(backing: image.path).isEmpty })
+            image.expectNothingLeft()
+        }
+    }
+
     /// A check printing 50 MB: its output is kept within 1 MiB (its beginning and end, and a
     /// note of what was dropped), and imgboot's memory stays far from the 50 MB.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/time"), "GNU time (/usr/bin/time) is not installed"))
@@ -436,6 +462,17 @@ extension ImageCopy {
             ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasPrefix(machine) }.map { "\(dir)/\($0)" }
         }
         #expect(traces.isEmpty, "left of the machines: \(traces)", sourceLocation: sourceLocation)
-        for trace in traces { if rmdir(trace) != 0 { unlink(trace) } }
+        for trace in traces { Self.remove(trace) }
+    }
+
+    /// Removes a file, or a directory depth-first with rmdir (a cgroup's files cannot be
+    /// removed, only its directories: systemd's sub-cgroups in a machine's).
+    private static func remove(_ path: String) {
+        if unlink(path) == 0 { return }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] {
+            var info = stat()
+            if lstat("\(path)/\(name)", &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR { remove("\(path)/\(name)") }
+        }
+        rmdir(path)
     }
 }
