@@ -158,8 +158,16 @@ public struct SmokeRunner: Sendable {
         progress(.poweringOff)
         let stop = try? Subprocess([executable, "stop", "--timeout", formatSeconds(timeout), machine])
         let stopped = stop?.wait(until: now() + timeout + 15)
-        let status = boot.wait(until: now() + 15)
-        if status == nil { boot.signal(SIGKILL); _ = boot.wait(until: now() + 10) }
+        // 0 or 1: stop reached the machine (and killed it, if need be); otherwise it could not
+        // (not ready in time: its init not yet registered), and nothing would end the boot.
+        var status = boot.wait(until: now() + (stopped == 0 || stopped == 1 ? 15 : 0.5))
+        // Ask imgboot itself, so that it tears down in order: the first SIGTERM halts the init
+        // (or abandons the setup), the second kills the init. SIGKILL to imgboot is the last
+        // resort: it leaves the machine's cgroup, tree directory and registration behind.
+        for (signal, grace) in [(SIGTERM, 15.0), (SIGTERM, 10.0), (SIGKILL, 10.0)] where status == nil {
+            boot.signal(signal)
+            status = boot.wait(until: now() + grace)
+        }
         result.bootLog = readFile(logPath)
         if ready != nil {
             result.poweredOff = stopped == 0 && status == 0
@@ -198,8 +206,17 @@ public struct SmokeRunner: Sendable {
         var status = process.wait(until: start + timeout)
         var output = process.captured.text
         if status == nil {
-            process.signal(SIGKILL)
-            status = process.wait(until: now() + 10)
+            // SIGTERM first: `enter` and `run` pass it on to the check's process group, so that
+            // what the check started ends with it and imgboot tears down in order. A SIGKILLed
+            // `enter` orphans its command, whose zombie goes to the host's init (it was forked
+            // from outside the machine's PID namespace) and stalls systemd's final SIGTERM
+            // broadcast at poweroff; a SIGKILLed `run` leaves its cgroup behind.
+            process.signal(SIGTERM)
+            status = process.wait(until: now() + Self.killGrace)
+            if status == nil {
+                process.signal(SIGKILL)
+                status = process.wait(until: now() + 10)
+            }
             output = process.captured.text + "\n[imgboot: killed after \(formatSeconds(timeout)) s]\n"
             return CheckResult(command: command, exitCode: nil, passed: false, output: output, seconds: now() - start)
         }
@@ -207,6 +224,9 @@ public struct SmokeRunner: Sendable {
     }
 
     // MARK: Small things
+
+    /// How long a check that outlived its timeout has to end after SIGTERM before SIGKILL.
+    static let killGrace = 5.0
 
     private func shortRandom() -> String {
         var bytes = [UInt8](repeating: 0, count: 2)

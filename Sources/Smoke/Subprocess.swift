@@ -16,37 +16,35 @@ final class Subprocess {
     static let outputLimit = 1 << 20
 
     /// Starts `argv` with stdin from /dev/null and stdout and stderr into one pipe (or, with
-    /// `stderrPath`, stderr into that file and stdout to /dev/null).
+    /// `stderrPath`, stderr into that file and stdout to /dev/null). It gets SIGTERM when the
+    /// thread that started it ends — whatever ends smoke (a CI job cancelled, SIGKILL) — so
+    /// that no machine outlives smoke: `boot` halts its init, `run` and `enter` pass it on to
+    /// the command, and each tears down in order.
     init(_ argv: [String], stderrPath: String? = nil) throws(SmokeError) {
         var fds: [Int32] = [-1, -1]
         guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe: \(String(cString: strerror(errno)))") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        if let stderrPath {
-            posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-            posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        } else {
-            posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-            posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
+        let devNull = stderrPath == nil ? -1 : open("/dev/null", O_WRONLY | O_CLOEXEC)
+        let logFile = stderrPath.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) } ?? -1
+        defer {
+            if devNull >= 0 { close(devNull) }
+            if logFile >= 0 { close(logFile) }
         }
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var none = sigset_t()
-        sigemptyset(&none)
-        posix_spawnattr_setsigmask(&attributes, &none)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        if let stderrPath, devNull < 0 || logFile < 0 {
+            let e = errno
+            close(fds[0])
+            close(fds[1])
+            throw SmokeError("open \(devNull < 0 ? "/dev/null" : stderrPath): \(String(cString: strerror(e)))")
+        }
+        let out = stderrPath == nil ? fds[1] : devNull, err = stderrPath == nil ? fds[1] : logFile
 
         let args = argv.map { strdup($0) } + [nil]
         defer { for a in args { free(a) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attributes, args, environ)
+        let pid = imgboot_spawn_tied(argv[0], args, environ, out, err, SIGTERM)
+        let e = errno
         close(fds[1])
-        guard rc == 0 else {
+        guard pid > 0 else {
             close(fds[0])
-            throw SmokeError("start \(argv[0]): \(String(cString: strerror(rc)))")
+            throw SmokeError("start \(argv[0]): \(String(cString: strerror(e)))")
         }
         self.pid = pid
         pidfd = imgboot_pidfd_open(pid)

@@ -21,6 +21,7 @@ base_packages=(
     squashfs-tools erofs-utils busybox-static dosfstools
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references
     procps                                    # pgrep: container tests look for leftover processes
+    time                                      # GNU time: the smoke test measures imgboot's memory
 )
 
 # Installs whatever of "$@" is missing, with one apt-get update at most.
