@@ -228,9 +228,11 @@ public struct SmokeRunner: Sendable {
     /// How long a check that outlived its timeout has to end after SIGTERM before SIGKILL.
     static let killGrace = 5.0
 
+    /// 8 hex digits: two machines of one image (the same image given twice, or two smoke runs
+    /// at once) clash once in four billion.
     private func shortRandom() -> String {
-        var bytes = [UInt8](repeating: 0, count: 2)
-        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 2) }
+        var bytes = [UInt8](repeating: 0, count: 4)
+        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 4) }
         return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
