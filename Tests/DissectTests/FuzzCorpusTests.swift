@@ -1,0 +1,50 @@
+import Testing
+@testable import Dissect
+
+/// The fuzzer's seeds (`fixtures/fuzz-corpus`, see Fuzz/README.md) are dissected in-process, each
+/// with the outcome it was made for: a seed that stopped meaning what its name says would make the
+/// fuzzer quietly weaker. An input the fuzzer found a bug with joins this table, with the outcome
+/// the fix gives it. A crash here takes the whole test run down, which is the point.
+struct FuzzCorpusTests {
+    static let corpus: String = {
+        // This file is Tests/DissectTests/FuzzCorpusTests.swift.
+        let parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.dropLast(3).joined(separator: "/") + "/fixtures/fuzz-corpus"
+    }()
+
+    /// A dissected image in one line: table, sector size, and each partition as
+    /// NUMBER=DESIGNATOR:FS@MOUNTPOINT; or the error's message.
+    static func outcome(_ name: String) -> String {
+        do {
+            let image = try DissectedImage.dissect(path: corpus + "/" + name + ".img")
+            let parts = image.partitions.map { p in
+                "\(p.number)=\(p.designator?.rawValue ?? "-"):\(p.fsType ?? "-")@\(p.mountPoint ?? "-")"
+            }
+            return (["\(image.partitionTable?.rawValue ?? "none") \(image.sectorSize)"] + parts)
+                .joined(separator: " ")
+        } catch {
+            return "error: \(error.message)"
+        }
+    }
+
+    @Test(arguments: [
+        ("gpt-128", "gpt 512 1=root:ext4@/ 2=home:ext4@/home 3=srv:ext4@/srv"),
+        ("read-only", "gpt 512 1=root:squashfs@/ 2=var:ext4@/var 3=tmp:ext4@/var/tmp 4=usr:erofs@/usr"),
+        ("flags", "gpt 512 1=root:ext4@/ 2=home:ext4@- 3=srv:ext4@/srv 4=esp:vfat@/efi"),
+        ("two-roots", "gpt 512 1=root:ext4@- 2=root:ext4@/ 3=root:ext4@- 4=root:ext4@-"),
+        ("generic", "gpt 512 1=root:ext4@/ 2=xbootldr:vfat@/boot"),
+        ("sector4k", "gpt 4096 1=root:ext4@/"),
+        ("mbr", "dos 512 1=linux-generic:ext4@- 2=root:ext4@/ 5=esp:vfat@/efi"),
+        ("bare-ext4", "none 512 0=root:ext4@/"),
+        ("bad-primary", "gpt 512 1=root:ext4@/ 2=xbootldr:vfat@/boot"),
+        ("disagree", "gpt 512 1=root:ext4@/ 2=xbootldr:vfat@/boot"),
+        ("absurd-count", "error: corrupt GPT: primary header declares 2147483647 entries of 128 bytes, more than the 1024 KiB imgboot accepts; backup header declares 2147483647 entries of 128 bytes, more than the 1024 KiB imgboot accepts"),
+        ("overlap", "error: invalid partition table: partitions 1 and 2 overlap"),
+        ("entry-size", "error: partition table type \"PMBR\" is not supported (only GPT and MBR are)"),
+        ("truncated", "error: invalid partition table: partition 3 ends beyond the end of the image (LBA 14; the image has 12 sectors); partition 4 ends beyond the end of the image (LBA 18; the image has 12 sectors)"),
+        ("fs-and-gpt", "error: ambiguous image: both a GPT and a filesystem (ext4) at the start of the image"),
+    ])
+    func seed(name: String, expected: String) {
+        #expect(Self.outcome(name) == expected)
+    }
+}
