@@ -54,6 +54,8 @@ struct FuzzCorpusTests {
         // 2424836 entries. imgboot set it aside and used the backup, but libblkid read the
         // primary's whole "array" first (296 MiB here; up to 4 GiB on a larger image).
         ("absurd-primary", "error: invalid partition table: the primary GPT header declares 2424836 entries of 128 bytes, more than the 1024 KiB imgboot accepts"),
+        // The same through the last sector, where libblkid looks when there is no primary.
+        ("absurd-backup", "error: invalid partition table: the backup GPT header declares 2424836 entries of 128 bytes, more than the 1024 KiB imgboot accepts"),
     ])
     func seed(name: String, expected: String) throws {
         #expect(try Self.outcome(name) == expected)
