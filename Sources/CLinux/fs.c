@@ -7,6 +7,7 @@
 #include <linux/openat2.h>
 #include <stddef.h>
 #include <linux/magic.h>
+#include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -58,6 +59,8 @@ fail:
     errno = saved;
     return -1;
 }
+
+int imgboot_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
 uint64_t imgboot_makedev(unsigned major, unsigned minor) { return makedev(major, minor); }
 

@@ -12,6 +12,7 @@ extension DissectedImage {
         let sectorSize = gpt?.sectorSize ?? file.deviceSectorSize ?? 512
         logger.debug("\(path): \(file.size) bytes, \(gpt == nil ? "no GPT signature" : "GPT with \(sectorSize)-byte sectors")")
 
+        try GPT.refuseArraysLibblkidWouldRead(file, sectorSize: sectorSize)
         guard let probe = Probe() else { throw DissectError(image: path, .probe("libblkid could not allocate a probe")) }
         let outcome = probe.probeImage(fd: file.fd, size: file.size, sectorSize: sectorSize)
         let tableType = probe.value("PTTYPE")

@@ -108,7 +108,31 @@ struct GPT: Equatable {
     /// What makes a header unusable, phrased to follow "the primary GPT header …".
     struct HeaderFault: Error {
         let text: String
-        init(_ text: String) { self.text = text }
+        /// The header is intact but declares an entry array over `maxEntryArrayBytes`.
+        var oversized = false
+        init(_ text: String, oversized: Bool = false) {
+            self.text = text
+            self.oversized = oversized
+        }
+    }
+
+    /// libblkid reads the entry array of an intact header at LBA 1 (or, when that one does not
+    /// suit it, in the last sector) in full, up to 4 GiB, before it checks the array; setting
+    /// the header aside here does not stop that. So an image with such a header where libblkid
+    /// looks, for the sector size it probes with, is refused before libblkid sees it, even when
+    /// the other header would do.
+    static func refuseArraysLibblkidWouldRead(_ file: borrowing ImageFile, sectorSize: Int) throws(DissectError) {
+        let sectors = file.size / UInt64(sectorSize)
+        for (name, lba) in [("primary", UInt64(1)), ("backup", sectors &- 1)] where lba >= 1 && lba < sectors {
+            do {
+                _ = try readHeader(file, sectorSize: sectorSize, lba: lba)
+            } catch where error.oversized {
+                throw DissectError(image: file.path, .invalidTable(["the \(name) GPT header \(error.text)"]))
+            } catch {
+                // Every fault found before the size (signature, header size, checksum, LBA,
+                // entry size) is one that makes libblkid pass the header by unread as well.
+            }
+        }
     }
 
     private static func readHeader(_ file: borrowing ImageFile, sectorSize: Int, lba: UInt64) throws(HeaderFault) -> Header {
@@ -140,7 +164,8 @@ struct GPT: Equatable {
         }
         guard UInt64(header.entryCount) * UInt64(size) <= UInt64(maxEntryArrayBytes) else {
             throw HeaderFault(
-                "declares \(header.entryCount) entries of \(size) bytes, more than the \(maxEntryArrayBytes / 1024) KiB imgboot accepts")
+                "declares \(header.entryCount) entries of \(size) bytes, more than the \(maxEntryArrayBytes / 1024) KiB imgboot accepts",
+                oversized: true)
         }
         guard header.firstUsableLBA <= header.lastUsableLBA &+ 1 else {
             throw HeaderFault("has its first usable LBA (\(header.firstUsableLBA)) after its last (\(header.lastUsableLBA))")

@@ -35,6 +35,11 @@ int imgboot_mount_detached_readonly(const char *source, const char *fstype,
 /// makedev(3), which is a macro.
 uint64_t imgboot_makedev(unsigned major, unsigned minor);
 
+/// memfd_create(2) with MFD_CLOEXEC: an anonymous file in RAM, gone with its last descriptor.
+/// `name` only shows in /proc/self/fd. Returns the new descriptor. (Glibc declares memfd_create
+/// only under _GNU_SOURCE, which Swift's Glibc module does not see.)
+int imgboot_memfd_create(const char *name);
+
 /// 1 when `path` is the root of a cgroup2 filesystem, 0 when not, -1 with errno on failure.
 int imgboot_is_cgroup2(const char *path);
 
