@@ -60,7 +60,11 @@ public struct DissectError: IMGBootError, Equatable {
         case .ambiguous(let what): "ambiguous image: \(what)"
         case .corruptGPT(let primary, let backup):
             "corrupt GPT: primary header \(primary); backup header \(backup)"
-        case .invalidTable(let problems): "invalid partition table: " + problems.joined(separator: "; ")
+        case .invalidTable(let problems):
+            // One line, even for a crafted table with thousands of bad entries.
+            "invalid partition table: " + (problems.count > 4
+                ? problems.prefix(3).joined(separator: "; ") + "; and \(problems.count - 3) more problems"
+                : problems.joined(separator: "; "))
         case .probe(let what): "cannot probe: \(what)"
         }
     }

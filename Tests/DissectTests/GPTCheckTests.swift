@@ -48,4 +48,12 @@ struct GPTCheckTests {
         #expect(check([entry(1, 2, 100)])
                 == ["partition 1 lies outside the table's usable area (LBA 34 to 2014)"])
     }
+
+    @Test func manyProblemsStayOneShortLine() {
+        let problems = (1...500).map { "partition \($0) ends before it starts (LBA 9 to 1)" }
+        let message = DissectError(image: "x.raw", .invalidTable(problems)).description
+        #expect(message.hasSuffix("; and 497 more problems"))
+        #expect(!message.contains("\n"))
+        #expect(message.count < 300)
+    }
 }
