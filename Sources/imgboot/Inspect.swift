@@ -9,6 +9,9 @@ import Glibc
 extension IMGBoot {
     struct Inspect: ParsableCommand {
         static let configuration = CommandConfiguration(
+            // Named here, not derived from the type: deriving it costs a scan of every protocol
+            // conformance in the binary at each start-up.
+            commandName: "inspect",
             abstract: "Show what is inside a disk image: its partitions, their roles and filesystems.",
             discussion: """
                 Reads the image only. Without root it shows the partition table; as root it also \

@@ -9,6 +9,9 @@ import Glibc
 extension IMGBoot {
     struct List: ParsableCommand {
         static let configuration = CommandConfiguration(
+            // Named here, not derived from the type: deriving it costs a scan of every protocol
+            // conformance in the binary at each start-up.
+            commandName: "list",
             abstract: "List the running machines (every imgboot run and boot).")
 
         @OptionGroup var global: GlobalOptions
@@ -55,6 +58,9 @@ extension IMGBoot {
 
     struct Enter: ParsableCommand {
         static let configuration = CommandConfiguration(
+            // Named here, not derived from the type: deriving it costs a scan of every protocol
+            // conformance in the binary at each start-up.
+            commandName: "enter",
             abstract: "Run a command (default: a shell) inside a running machine.",
             discussion: """
                 The command joins the machine's namespaces, root and cgroup, with the container's \
@@ -82,6 +88,9 @@ extension IMGBoot {
 
     struct Stop: ParsableCommand {
         static let configuration = CommandConfiguration(
+            // Named here, not derived from the type: deriving it costs a scan of every protocol
+            // conformance in the binary at each start-up.
+            commandName: "stop",
             abstract: "Power off a running machine; kill it if it has not stopped after the timeout.",
             discussion: """
                 A booted machine's init gets SIGRTMIN+4 (systemd powers off); a `run` container's \

@@ -9,6 +9,9 @@ import Glibc
 extension IMGBoot {
     struct Run: ParsableCommand {
         static let configuration = CommandConfiguration(
+            // Named here, not derived from the type: deriving it costs a scan of every protocol
+            // conformance in the binary at each start-up.
+            commandName: "run",
             abstract: "Run a command in a container of the image (default: a shell).",
             discussion: """
                 The command runs under a tiny init (PID 1) that reaps and forwards signals, so \
@@ -44,6 +47,9 @@ extension IMGBoot {
 
     struct Boot: ParsableCommand {
         static let configuration = CommandConfiguration(
+            // Named here, not derived from the type: deriving it costs a scan of every protocol
+            // conformance in the binary at each start-up.
+            commandName: "boot",
             abstract: "Boot the image's init (systemd) as PID 1 in a container.",
             discussion: """
                 The init is the first of /usr/lib/systemd/systemd, /lib/systemd/systemd, \
