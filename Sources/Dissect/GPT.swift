@@ -202,6 +202,12 @@ struct GPT: Equatable {
         let ss = UInt64(sectorSize)
         var sane: [Entry] = []
         for e in entries {
+            // LBAs are inclusive, so a partition cannot be empty: last = first - 1 is how a
+            // table says "zero sectors", which no tool writes and nothing can be mounted from.
+            if e.firstLBA > 0 && e.lastLBA == e.firstLBA - 1 {
+                problems.append("partition \(e.number) is empty (zero sectors: first LBA \(e.firstLBA), last LBA \(e.lastLBA))")
+                continue
+            }
             if e.lastLBA < e.firstLBA {
                 problems.append("partition \(e.number) ends before it starts (LBA \(e.firstLBA) to \(e.lastLBA))")
                 continue

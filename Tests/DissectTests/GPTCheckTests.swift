@@ -34,6 +34,12 @@ struct GPTCheckTests {
         #expect(check([entry(1, 500, 400)]) == ["partition 1 ends before it starts (LBA 500 to 400)"])
     }
 
+    /// LBAs are inclusive: last = first - 1 is a table's way of saying "no sectors at all".
+    @Test func zeroSize() {
+        #expect(check([entry(1, 34, 999), entry(2, 1000, 999)])
+                == ["partition 2 is empty (zero sectors: first LBA 1000, last LBA 999)"])
+    }
+
     @Test func pastTheEnd() {
         #expect(check([entry(3, 34, 4096)])
                 == ["partition 3 ends beyond the end of the image (LBA 4096; the image has 2048 sectors)"])
