@@ -29,6 +29,11 @@
 #   ext4_over_gpt SIZE fsuuid= fslabel=      put a small, complete ext4 (1 KiB
 #                    blocks) over the first SIZE bytes of a GPT disk; the primary
 #                    entry array is moved to LBA SIZE/512 so both stay valid
+#   debugfs_part [--no-fsck] N CMD...        run debugfs -w commands (one per
+#                    argument) on the ext2/3/4 filesystem of GPT partition N in
+#                    place: device nodes, FIFOs, journal transactions that no
+#                    unprivileged builder could make with mkfs -d. Any error fails
+#                    the build; so does e2fsck -fn afterwards (unless --no-fsck)
 # Partition layouts are written lazily: the first command that needs the bytes
 # on disk (or the end of the recipe) writes table and filesystems.
 
@@ -225,12 +230,12 @@ _mkfs() {
 	local fs=$1 f=$2 size=$3 uuid=$4 label=$5 tree=$6 seed=$7
 	rm -f "$f"
 	case $fs in
-	ext4)
+	ext2 | ext4)
 		need mkfs.ext4 e2fsprogs
 		truncate -s "$size" "$f"
 		local eopts=root_owner=0:0
 		[[ -n $uuid ]] && eopts+=,hash_seed=$uuid
-		E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -t ext4 -b 4096 -I 256 -E "$eopts" \
+		E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -t "$fs" -b 4096 -I 256 -E "$eopts" \
 			${uuid:+-U "$uuid"} ${label:+-L "$label"} ${tree:+-d "$tree"} "$f"
 		;;
 	btrfs)
@@ -420,4 +425,23 @@ ext4_over_gpt() {
 	# everything but the first KiB (ext4's unused boot block, where the
 	# protective MBR and the GPT header live)
 	dd if="$WORK/over.fs" of="$IMG" bs=1024 skip=1 seek=1 conv=notrunc status=none
+}
+
+debugfs_part() {
+	local fsck=1 n offset out
+	[[ ${1:-} == --no-fsck ]] && { fsck=0; shift; }
+	[[ $# -ge 2 ]] || die "usage: debugfs_part [--no-fsck] N CMD..."
+	n=$1
+	shift
+	_flush
+	need debugfs e2fsprogs
+	offset=$(python3 "$LIBDIR/gpt-patch.py" --sector-size "$_sector" "$IMG" --list | awk -v n="$n" '$1 == n { print $2 }')
+	[[ -n $offset ]] || die "debugfs_part: no partition $n"
+	out=$(printf '%s\n' "$@" | debugfs -w -f - "$IMG?offset=$offset" 2>&1 >/dev/null) || die "debugfs failed: $out"
+	# debugfs exits 0 whatever its commands do; anything on stderr but its banner is an error
+	out=$(grep -v '^debugfs [0-9.]* ([0-9A-Za-z-]*)$' <<<"$out" || true)
+	[[ -z $out ]] || die "debugfs on partition $n: $out"
+	if ((fsck)); then
+		out=$(e2fsck -fn "$IMG?offset=$offset" 2>&1) || die "partition $n is damaged after debugfs: $out"
+	fi
 }
