@@ -34,6 +34,11 @@ struct ContainerTree {
         let top = try openRoot()
         defer { close(top) }
 
+        // /proc and /sys belong to the child's new namespaces, so the child mounts them; their
+        // mount points are checked (or made, on a writable tree) here, as /dev's is, so that an
+        // image whose /proc is a symlink or a file gets the same words as one whose /dev is.
+        for path in ["/proc", "/sys"] { _ = try mountPoint(path, top: top) }
+
         // /dev
         try mount("tmpfs", fsType: "tmpfs", at: "/dev", options: "mode=0755,size=4m,nr_inodes=64k", flags: UInt(MS_NOSUID | MS_NOEXEC), top: top)
         let dev = try resolve("/dev", top: top)
@@ -107,17 +112,22 @@ struct ContainerTree {
         }
     }
 
-    /// Mounts a filesystem on a directory of the tree (creating it on a writable tree).
-    private func mount(_ source: String, fsType: String, at path: String, options: String, flags: UInt, top: Int32) throws(BootError) {
-        let target: TreePath
+    /// A directory of the tree to mount an API filesystem on: a real directory (never through a
+    /// symlink at its end), created when it is missing on a writable tree.
+    private func mountPoint(_ path: String, top: Int32) throws(BootError) -> TreePath {
         do {
-            target = try TreePath(root: top, path: path, followFinal: false)
+            return try TreePath(root: top, path: path, followFinal: false)
         } catch where error.errno == ENOENT {
             try createDirectory(path, top: top)
-            target = try resolve(path, top: top)
+            return try resolve(path, top: top)
         } catch {
-            target = try resolve(path, top: top)
+            return try resolve(path, top: top)
         }
+    }
+
+    /// Mounts a filesystem on a directory of the tree (creating it on a writable tree).
+    private func mount(_ source: String, fsType: String, at path: String, options: String, flags: UInt, top: Int32) throws(BootError) {
+        let target = try mountPoint(path, top: top)
         if let failure = LibMount.mount(source: source, target: target.procPath, fsType: fsType, options: options, flags: flags) {
             throw BootError(image: image, "mount \(fsType) on \(path)", errno: failure.errno)
         }
