@@ -26,6 +26,8 @@ final class Supervisor {
     private var stopRequests = 0
     private var escapePresses: [Double] = []
     private var childError: imgboot_child_error?
+    /// The stop signal that made us kill the child before its setup was done, if one did.
+    private var interruptedBy: Int32?
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
          signals: Signals, started: Double, logger: Logger) {
@@ -49,6 +51,8 @@ final class Supervisor {
         var killed: Bool
         /// A step of the child that failed, if any.
         var childError: imgboot_child_error?
+        /// A stop signal that arrived before the payload ran, for which the child was killed.
+        var interruptedBy: Int32? = nil
     }
 
     func run() -> Outcome {
@@ -101,6 +105,9 @@ final class Supervisor {
     private func stop(because signal: Int32) {
         stopRequests += 1
         let setupDone = errorPipe < 0
+        // Nothing of the image's runs yet to pass the signal to: the setup is killed, and
+        // imgboot leaves as at its own checkpoints (128+N), not as if SIGKILL had been sent.
+        if !setupDone && interruptedBy == nil { interruptedBy = signal }
         if boot {
             if stopRequests == 1 && setupDone {
                 logger.notice("\(machine): asking the init to halt (again to kill it)")
@@ -200,14 +207,17 @@ final class Supervisor {
         // What the container still had to say.
         if console.master >= 0 { relayOutput() }
         while errorPipe >= 0 { readErrorPipe() }
-        return Outcome(code: code, killed: killed, childError: childError)
+        return Outcome(code: code, killed: killed, childError: childError, interruptedBy: interruptedBy)
     }
 }
 
 extension Supervisor.Outcome {
     /// The status imgboot leaves with, or the setup error to report (`subject`: the image or
     /// machine the message names).
-    func exitStatus(boot: Bool, subject: String, argv: [String]) throws(BootError) -> Int32 {
+    func exitStatus(boot: Bool, subject: String, argv: [String]) throws -> Int32 {
+        if childError == nil, let signal = interruptedBy, killed, code == SIGKILL {
+            throw Interrupted(signal: signal, subject: subject)
+        }
         if let e = childError {
             if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !boot {
                 let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
