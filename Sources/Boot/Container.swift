@@ -67,11 +67,6 @@ public enum Container {
         defer { close(hostNamespace) }
         let treeDirectory = try makeTreeDirectory(machine: spec.machine, image: image)
         defer { rmdir(treeDirectory) }
-        // Staging mounts stay in the private namespace: they go with it (and, in the child's
-        // copy, with the host's root it detaches), all at once. Its empty directories are
-        // removed once back in the host's namespace (this defer runs after leaving it).
-        let stagingDirectory = treeDirectory + ".staging"
-        defer { Directory.removeEmptyTree(stagingDirectory) }
 
         guard imgboot_unshare(IMGBOOT_CLONE_NEWNS) == 0 else { throw BootError(image: image, "unshare the mount namespace", errno: errno) }
         var inPrivateNamespace = true
@@ -86,10 +81,18 @@ public enum Container {
         guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
             throw BootError(image: image, "make the private mount namespace a slave", errno: errno)
         }
+        // Staging mounts (overlay layers, yes's source of /usr) stay in the private namespace:
+        // they go with it (and, in the child's copy, with the host's root it detaches), all at
+        // once. They hang below a tmpfs of this namespace's own, so that their directories go
+        // with it too — even when imgboot is killed halfway, where a directory on the host's
+        // disk would stay for good.
+        guard mount("tmpfs", Self.stagingDirectory, "tmpfs", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=0700,size=1m") == 0 else {
+            throw BootError(image: image, "mount a tmpfs on \(Self.stagingDirectory)", errno: errno)
+        }
 
         let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
         let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory,
-                                         discardedStaging: stagingDirectory, logger: logger)
+                                         discardedStaging: Self.stagingDirectory, logger: logger)
         for warning in tree.warnings { logger.warning("\(image): \(warning)") }
         // The mounts hold the loop devices now.
         attached.close()
@@ -213,11 +216,16 @@ public enum Container {
         return env.map { "\($0.0)=\($0.1)" }
     }
 
+    /// Where every container's setup mounts a tmpfs of its own (in its private mount namespace)
+    /// for its staging mounts. On the host, an empty directory shared by all: never removed (an
+    /// rmdir would detach the tmpfs of every container being set up at that moment).
+    static let stagingDirectory = "/run/imgboot/staging"
+
     /// /run/imgboot/roots/MACHINE: where the tree is mounted (in the private namespace only).
     /// Named after the machine, so that one left by a killed imgboot is found and reused.
     private static func makeTreeDirectory(machine: String, image: String) throws(BootError) -> String {
         let parent = "/run/imgboot/roots"
-        for dir in ["/run/imgboot", parent] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
+        for dir in ["/run/imgboot", parent, stagingDirectory] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
             throw BootError(image: image, "create \(dir)", errno: errno)
         }
         let path = parent + "/" + machine

@@ -196,8 +196,8 @@ final class ScratchDirectory {
 /// run's marker, no machine cgroup, registry entry or tree directory, and (unless the run may
 /// write) the image's bytes unchanged.
 ///
-/// Only imgboot's mounts count: those on its own directories (`/run/imgboot/roots/*`,
-/// `/tmp/imgboot-staging.*`) and the API filesystems a container gets (proc, sysfs, cgroup2,
+/// Only imgboot's mounts count: those on its own directories (`/run/imgboot/*`,
+/// `*/imgboot-staging.*`) and the API filesystems a container gets (proc, sysfs, cgroup2,
 /// mqueue, devpts). Other tests mount on the host meanwhile (AttachTests, MountCommandTests),
 /// and a leaked mount of the image itself holds a loop device, which the loop check sees.
 struct Leftovers {
@@ -220,7 +220,7 @@ struct Leftovers {
     /// New host mounts that imgboot made: their mount points and types.
     func newMounts() -> [(point: String, type: String)] {
         Harness.mounts().filter { id, mount in
-            !mountIDs.contains(id) && (mount.point.hasPrefix("/run/imgboot/roots/") || mount.point.contains("/imgboot-staging.") ||
+            !mountIDs.contains(id) && (mount.point.hasPrefix("/run/imgboot/") || mount.point.contains("/imgboot-staging.") ||
                                        Self.containerFilesystems.contains(mount.type))
         }.map(\.value).sorted { $0.point < $1.point }
     }
