@@ -93,6 +93,9 @@ public struct AttachError: IMGBootError, Equatable {
             if errno == ENOENT { return "attach loop device: /dev/loop-control is missing (is the loop module loaded?)" }
             return "attach loop device: cannot open /dev/loop-control: " + reason
         case .getFreeLoopDevice:
+            // ENOTTY: what is at /dev/loop-control does not know the loop ioctls (a bind mount of
+            // something else, a stale node): not a matter of free devices.
+            if errno == ENOTTY { return "attach loop device: /dev/loop-control is not the loop control device (" + reason + ")" }
             return "attach loop device: No free loop device (" + reason + ")"
         case .openLoopDevice(let path):
             return "attach loop device: cannot open \(path): " + reason

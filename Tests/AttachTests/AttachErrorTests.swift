@@ -9,6 +9,12 @@ struct AttachErrorTests {
         #expect(error.description == "basic.raw: partition 3: attach loop device: No free loop device (No space left on device)")
     }
 
+    /// /dev/loop-control that is something else (here: /dev/null bound over it) answers ENOTTY.
+    @Test func loopControlThatIsNotOne() {
+        let error = AttachError(image: "basic.raw", partition: 1, .getFreeLoopDevice, errno: ENOTTY)
+        #expect(error.description == "basic.raw: partition 1: attach loop device: /dev/loop-control is not the loop control device (Inappropriate ioctl for device)")
+    }
+
     @Test func readOnlyFileSystem() {
         let error = AttachError(image: "basic.raw", .openImage(writable: true), errno: EROFS)
         #expect(error.description == "basic.raw: cannot open for writing: Read-only file system")
