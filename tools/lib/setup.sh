@@ -21,7 +21,10 @@ base_packages=(
     squashfs-tools erofs-utils busybox-static dosfstools
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references
     procps                                    # pgrep: container tests look for leftover processes
-    time                                      # GNU time: the smoke test measures imgboot's memory
+    time                                      # GNU time: the smoke test measures imgboot's memory;
+                                              # the hardening tests, inspect's peak RSS
+    strace bsdutils libc6-dev                 # hardening tests: stages held by strace, script(1)'s
+                                              # pty, a static payload for containers
 )
 
 # Installs whatever of "$@" is missing, with one apt-get update at most.
