@@ -104,6 +104,9 @@ final class Supervisor {
     /// which passes it on to the command's process group; the third kills.
     private func stop(because signal: Int32) {
         stopRequests += 1
+        // The payload may have been executed since this round of poll began (its exec closes
+        // the error pipe): look, before taking the signal for one during the setup.
+        settleErrorPipe()
         let setupDone = errorPipe < 0
         // Nothing of the image's runs yet to pass the signal to: the setup is killed, and
         // imgboot leaves as at its own checkpoints (128+N), not as if SIGKILL had been sent.
@@ -117,6 +120,16 @@ final class Supervisor {
             }
         } else {
             _ = imgboot_pidfd_send_signal(pidfd, stopRequests >= 3 || !setupDone ? SIGKILL : signal)
+        }
+    }
+
+    /// Reads what the error pipe holds right now, without waiting: a failed step's record, or
+    /// the end of file that says the payload has been executed.
+    private func settleErrorPipe() {
+        while errorPipe >= 0 {
+            var ready = pollfd(fd: errorPipe, events: Int16(POLLIN), revents: 0)
+            guard poll(&ready, 1, 0) == 1 else { return }
+            readErrorPipe()
         }
     }
 
