@@ -196,10 +196,11 @@ final class ScratchDirectory {
 /// run's marker, no machine cgroup, registry entry or tree directory, and (unless the run may
 /// write) the image's bytes unchanged.
 ///
-/// Only imgboot's mounts count: those on its own directories (`/run/imgboot/*`,
-/// `*/imgboot-staging.*`) and the API filesystems a container gets (proc, sysfs, cgroup2,
-/// mqueue, devpts). Other tests mount on the host meanwhile (AttachTests, MountCommandTests),
-/// and a leaked mount of the image itself holds a loop device, which the loop check sees.
+/// Only the mounts of a container's count: those on its directories (`/run/imgboot/*`: the
+/// tree, and the staging tmpfs) and the API filesystems a container gets (proc, sysfs, cgroup2,
+/// mqueue, devpts). Other tests mount on the host meanwhile (AttachTests, MountCommandTests,
+/// whose `imgboot mount` stages in /tmp/imgboot-staging.*), and a leaked mount of the image
+/// itself holds a loop device, which the loop check sees.
 struct Leftovers {
     let image: String
     let machine: String
@@ -220,8 +221,7 @@ struct Leftovers {
     /// New host mounts that imgboot made: their mount points and types.
     func newMounts() -> [(point: String, type: String)] {
         Harness.mounts().filter { id, mount in
-            !mountIDs.contains(id) && (mount.point.hasPrefix("/run/imgboot/") || mount.point.contains("/imgboot-staging.") ||
-                                       Self.containerFilesystems.contains(mount.type))
+            !mountIDs.contains(id) && (mount.point.hasPrefix("/run/imgboot/") || Self.containerFilesystems.contains(mount.type))
         }.map(\.value).sorted { $0.point < $1.point }
     }
 
