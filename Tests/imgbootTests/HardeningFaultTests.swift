@@ -48,7 +48,7 @@ struct HardeningFaultTests {
         let image: ImageCopy
         let strace: BackgroundProcess
         let stage: Stage
-        /// The staging directories imgboot was seen using (while mounting).
+        /// The staging mount points imgboot was seen using (while mounting).
         private(set) var stagingDirectories: Set<String> = []
 
         init(_ image: ImageCopy, _ stage: Stage, command: [String] = ["true"]) throws {
@@ -84,12 +84,11 @@ struct HardeningFaultTests {
                     guard Self.syscall(of: pid).first == "165" else { return false }
                     let mounts = (try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8)) ?? ""
                     guard mounts.contains(" /run/imgboot/roots/\(image.machine) ") else { return false }
+                    // The staging mounts: the overlay's layers (lower-N, rw), wherever they are.
                     for line in mounts.split(separator: "\n") {
                         let point = line.split(separator: " ").dropFirst(4).first.map(String.init) ?? ""
-                        if let range = point.range(of: "/imgboot-staging.") {
-                            let end = point[range.upperBound...].firstIndex(of: "/") ?? point.endIndex
-                            stagingDirectories.insert(String(point[..<end]))
-                        }
+                        let name = point.split(separator: "/").last.map(String.init) ?? ""
+                        if name.hasPrefix("lower-") || name == "rw" { stagingDirectories.insert(point) }
                     }
                 case .settingUp:
                     // The container's child in pivot_root (155).
@@ -146,7 +145,7 @@ struct HardeningFaultTests {
         #expect(Harness.waitUntil(upTo: 30) { Harness.loopDevices(backing: image.path).isEmpty }, "loop devices left")
         #expect(image.leftovers.newMounts().isEmpty, "mounts left: \(image.leftovers.newMounts())")
         #expect(Self.stagingLeftovers().isEmpty)
-        if stage == .mounting { #expect(!run.stagingDirectories.isEmpty, "no staging directory seen") }
+        if stage == .mounting { #expect(!run.stagingDirectories.isEmpty, "no staging mount seen") }
         for directory in run.stagingDirectories {
             #expect(!FileManager.default.fileExists(atPath: directory), "the staging directory \(directory) is left on the host")
         }
@@ -158,7 +157,8 @@ struct HardeningFaultTests {
 
     /// Anything in the host's /run/imgboot/staging: each container mounts a tmpfs of its own
     /// there, in its private mount namespace, and stages in it; the host's directory stays empty.
-    /// (imgboot used to stage in /tmp, where a SIGKILL left the directories for good.)
+    /// (imgboot used to stage in a directory on the host's disk, where a SIGKILL left the
+    /// staging directories for good.)
     static func stagingLeftovers() -> [String] {
         let staging = (try? FileManager.default.contentsOfDirectory(atPath: "/run/imgboot/staging")) ?? []
         return staging.map { "/run/imgboot/staging/" + $0 }
