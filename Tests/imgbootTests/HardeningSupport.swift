@@ -82,22 +82,37 @@ enum Hardening {
     // MARK: - The payload
 
     /// A static program for the container to run what busybox cannot: TIOCSTI, the module
-    /// syscalls, and opens that report errno exactly. Compiled once per test run, with the
-    /// Swift toolchain's clang (or cc), against glibc's static libc (libc6-dev). Each command
-    /// prints one line per attempt, "WHAT: ok" or "WHAT: ERRNO-NAME".
+    /// syscalls, and opens that report errno exactly. Built with the Swift toolchain's clang (or
+    /// cc) against glibc's static libc (libc6-dev), and cached next to the fixture images with
+    /// its source: rebuilt only when the source below changes. Each command prints one line
+    /// per attempt, "WHAT: ok" or "WHAT: ERRNO-NAME".
     static let payload: Swift.Result<String, HarnessError> = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("imgboot-payload-\(getpid())").path
-        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        let source = dir + "/payload.c", binary = dir + "/payload"
-        do { try payloadSource.write(toFile: source, atomically: false, encoding: .utf8) } catch {
+        let dir: String
+        switch Harness.fixtures {
+        case .success(let fixtures): dir = fixtures
+        case .failure(let error): return .failure(error)
+        }
+        let source = dir + "/hardening-payload.c", binary = dir + "/hardening-payload"
+        if (try? String(contentsOfFile: source, encoding: .utf8)) == payloadSource,
+           FileManager.default.isExecutableFile(atPath: binary) {
+            return .success(binary)
+        }
+        let building = binary + ".\(getpid())"
+        do { try payloadSource.write(toFile: source + ".\(getpid())", atomically: false, encoding: .utf8) } catch {
             return .failure(HarnessError("cannot write \(source): \(error)"))
         }
         var errors: [String] = []
         for compiler in ["/opt/swift/usr/bin/clang", "/usr/bin/cc"] where FileManager.default.isExecutableFile(atPath: compiler) {
-            let out = Harness.run([compiler, "-static", "-O1", "-o", binary, source])
-            if out.status == 0 { return .success(binary) }
+            let out = Harness.run([compiler, "-static", "-O1", "-x", "c", "-o", building, source + ".\(getpid())"])
+            if out.status == 0 {
+                // Binary first: a source that matches always has its binary.
+                guard rename(building, binary) == 0, rename(source + ".\(getpid())", source) == 0 else { break }
+                return .success(binary)
+            }
             errors.append("\(compiler): \(out.stderr)")
         }
+        unlink(building)
+        unlink(source + ".\(getpid())")
         return .failure(HarnessError("cannot compile the payload (needs clang or cc, and libc6-dev): \(errors)"))
     }()
 
