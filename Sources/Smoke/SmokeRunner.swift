@@ -108,11 +108,15 @@ public struct SmokeRunner: Sendable {
 
     private func boot(_ image: String, machine: String, into result: inout SmokeResult, progress: (SmokeEvent) -> Void) {
         progress(.booting)
-        guard let logPath = temporaryFile() else {
-            result.error = "cannot create a temporary file in /tmp: \(String(cString: strerror(errno)))"
+        // What imgboot boot says goes to a file in RAM that only this process can name: nothing
+        // is left on disk, however smoke ends.
+        let logFD = imgboot_memfd_create("imgboot-smoke-boot-log")
+        guard logFD >= 0 else {
+            result.error = "cannot create a file in RAM for the boot log: \(String(cString: strerror(errno)))"
             return
         }
-        defer { unlink(logPath) }
+        defer { close(logFD) }
+        let logPath = "/proc/self/fd/\(logFD)"
         let boot: Subprocess
         do {
             boot = try Subprocess([executable, "boot", "--console=passive", "--machine=\(machine)"] + bootArguments + [image],
@@ -234,14 +238,6 @@ public struct SmokeRunner: Sendable {
         var bytes = [UInt8](repeating: 0, count: 4)
         _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 4) }
         return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-    }
-
-    private func temporaryFile() -> String? {
-        var template = Array("/tmp/imgboot-smoke.XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { $0.baseAddress.map { mkstemp($0) } ?? -1 }
-        guard fd >= 0 else { return nil }
-        close(fd)
-        return String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     private func readFile(_ path: String) -> String {
