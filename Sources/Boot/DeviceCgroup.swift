@@ -47,13 +47,7 @@ final class DeviceCgroup {
             logger.debug("no cgroup v1 devices controller: device access is not restricted")
             return nil
         }
-        let parent = root + "/imgboot"
-        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
-            throw BootError(image: machine, "create cgroup \(parent)", errno: errno)
-        }
-        let path = parent + "/" + machine
-        if access(path, F_OK) == 0 { rmdir(path) }  // left by a machine of this name that was killed
-        guard mkdir(path, 0o755) == 0 else { throw BootError(image: machine, "create cgroup \(path)", errno: errno) }
+        let path = try MachineCgroup.makeDirectory(in: root, machine: machine)
         let cgroup = DeviceCgroup(path: path, logger: logger)
         do {
             try cgroup.write("devices.deny", "a")

@@ -30,14 +30,7 @@ public final class MachineCgroup {
             logger.debug("no cgroup2 hierarchy on this host: the machine gets no cgroup of its own")
             return nil
         }
-        let parent = root + "/imgboot"
-        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
-            throw BootError(image: machine, "create cgroup \(parent)", errno: errno)
-        }
-        let path = parent + "/" + machine
-        // A cgroup left by a machine of this name that was killed: empty, so removable.
-        if access(path, F_OK) == 0 { removeTree(path) }
-        guard mkdir(path, 0o755) == 0 else { throw BootError(image: machine, "create cgroup \(path)", errno: errno) }
+        let path = try makeDirectory(in: root, machine: machine)
         let fd = open(path, O_DIRECTORY | O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             let e = errno
@@ -64,6 +57,20 @@ public final class MachineCgroup {
             usleep(10_000)
         }
         logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
+    }
+
+    /// Makes `ROOT/imgboot/MACHINE` in a cgroup hierarchy and returns it. The name is the
+    /// machine's, unique among running machines (the registry sees to that), so one already
+    /// there was left by a killed machine of that name: empty, and removed first.
+    static func makeDirectory(in root: String, machine: String) throws(BootError) -> String {
+        let parent = root + "/imgboot"
+        if mkdir(parent, 0o755) != 0 && errno != EEXIST {
+            throw BootError(image: machine, "create cgroup \(parent)", errno: errno)
+        }
+        let path = parent + "/" + machine
+        if access(path, F_OK) == 0 { removeTree(path) }
+        guard mkdir(path, 0o755) == 0 else { throw BootError(image: machine, "create cgroup \(path)", errno: errno) }
+        return path
     }
 
     /// rmdir depth first (systemd makes child cgroups); true when `path` is gone.
