@@ -40,10 +40,6 @@ final class Console {
         if master >= 0 { close(master) }
     }
 
-    static func open(spec: ContainerSpec, image: String) throws(BootError) -> Console {
-        try open(boot: spec.boot, requested: spec.console, subject: image)
-    }
-
     /// `boot`: a pty in every mode, as the init's console and standard streams. `run`, `enter`:
     /// a pty for exactly those standard streams that are terminals here (input relayed in raw
     /// mode when stdin is one); pipes and files pass through untouched. A terminal of the host

@@ -104,7 +104,7 @@ public enum Container {
         defer { close(prepared.notify) }
 
         let argv = spec.boot ? try initCommand(spec, root: treeDirectory) : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
-        let console = try Console.open(spec: spec, image: image)
+        let console = try Console.open(boot: spec.boot, requested: spec.console, subject: image)
         defer { console.restore() }
         let environment = makeEnvironment(spec, console: console)
         clock.lap("prepare")

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Dissect
 import Logging
 import Mount
 
@@ -79,10 +80,10 @@ struct ContainerTree {
 
         // The host's DNS configuration (a private copy: the container cannot write the host's)
         // and timezone.
-        if shareNetwork, let resolv = readHostFile("/etc/resolv.conf") {
+        if shareNetwork, let resolv = readFile("/etc/resolv.conf") {
             try provide(resolv, as: "/etc/resolv.conf", copyName: "resolv.conf", host: host, top: top, volatileEtc: volatileEtc)
         }
-        if let zone = readHostFile("/etc/localtime") {
+        if let zone = readFile("/etc/localtime") {
             try provide(zone, as: "/etc/localtime", copyName: "localtime", host: host, top: top, volatileEtc: volatileEtc)
         }
 
@@ -295,21 +296,5 @@ struct ContainerTree {
         guard Glibc.mount(nil, mounted.procPath, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV), nil) == 0 else {
             throw BootError(image: image, "make \(path) read-only", errno: errno)
         }
-    }
-
-    /// A small host file (resolv.conf, localtime), read with a bound; nil when absent.
-    private func readHostFile(_ path: String) -> [UInt8]? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while data.count < 1 << 20 {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            data += buffer[0..<n]
-        }
-        return data
     }
 }

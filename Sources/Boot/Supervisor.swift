@@ -274,21 +274,5 @@ func describeStep(_ step: Int32) -> String {
     }
 }
 
-/// Writes all of `bytes` to `fd`, waiting when it is non-blocking and full.
-func writeAll<C: Collection>(_ fd: Int32, _ bytes: C) where C.Element == UInt8 {
-    var data = Array(bytes)[...]
-    while !data.isEmpty {
-        let n = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-        if n > 0 { data = data.dropFirst(n); continue }
-        if n < 0 && errno == EINTR { continue }
-        if n < 0 && errno == EAGAIN {
-            var p = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&p, 1, 1000)
-            continue
-        }
-        return
-    }
-}
-
 func writeStderr(_ text: String) { writeAll(2, Array(text.utf8)) }
 

@@ -41,7 +41,3 @@ int imgboot_loop_get_status(int loop_fd, struct imgboot_loop_status *status) {
     status->autoclear = (info.lo_flags & LO_FLAGS_AUTOCLEAR) != 0;
     return 0;
 }
-
-int imgboot_loop_clear(int loop_fd) {
-    return ioctl(loop_fd, LOOP_CLR_FD, 0);
-}

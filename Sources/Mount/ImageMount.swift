@@ -66,7 +66,7 @@ public struct MountRecord: Equatable {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
             if name.hasPrefix(".") { continue }
             let path = directoryPath + "/" + name
-            guard let record = readFile(path).flatMap({ MountRecord(text: $0) }) else { continue }
+            guard let record = readTextFile(path).flatMap({ MountRecord(text: $0) }) else { continue }
             guard !table.mounts(atOrBelow: record.directory).isEmpty else {
                 unlink(path)  // taken down by other means (umount(8), a reboot of /run is not needed)
                 continue
@@ -127,7 +127,7 @@ public struct MountRecord: Equatable {
     }
 
     public static func load(directory: String) -> MountRecord? {
-        readFile(file(for: directory)).flatMap { MountRecord(text: $0) }.flatMap { $0.directory == directory ? $0 : nil }
+        readTextFile(file(for: directory)).flatMap { MountRecord(text: $0) }.flatMap { $0.directory == directory ? $0 : nil }
     }
 
     public static func remove(directory: String) {

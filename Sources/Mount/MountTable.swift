@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Dissect
 
 /// The mount table of the calling process's mount namespace (/proc/self/mountinfo).
 public struct MountTable {
@@ -17,7 +18,7 @@ public struct MountTable {
 
     /// Reads the table now.
     public static func current() -> MountTable {
-        MountTable(parsing: readFile("/proc/self/mountinfo") ?? "")
+        MountTable(parsing: readTextFile("/proc/self/mountinfo", limit: 16 << 20) ?? "")
     }
 
     /// Parses mountinfo text (proc(5)): `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPER`.
@@ -62,20 +63,4 @@ public struct MountTable {
         }
         return String(decoding: bytes, as: UTF8.self)
     }
-}
-
-/// The whole of a (small, kernel-generated) file, or nil.
-func readFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var data: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { raw in read(fd, raw.baseAddress, raw.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { break }
-        data.append(contentsOf: buffer[0..<n])
-    }
-    return String(decoding: data, as: UTF8.self)
 }

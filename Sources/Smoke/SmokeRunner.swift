@@ -129,13 +129,13 @@ public struct SmokeRunner: Sendable {
         let deadline = now() + timeout
         var ready: Double? = nil
         while ready == nil {
-            let log = readFile(logPath)
+            let log = (readTextFile(logPath, limit: Subprocess.outputLimit) ?? "")
             if let range = log.firstRange(of: readyLine) {
                 ready = Double(log[range.upperBound...].prefix { $0 != " " }) ?? (now() - deadline + timeout)
                 break
             }
             if let status = boot.wait(until: min(deadline, now() + 0.02)) {
-                result.bootLog = readFile(logPath)
+                result.bootLog = (readTextFile(logPath, limit: Subprocess.outputLimit) ?? "")
                 result.error = "imgboot boot ended with status \(status) before the machine was ready" + lastLine(result.bootLog)
                 return
             }
@@ -172,7 +172,7 @@ public struct SmokeRunner: Sendable {
             boot.signal(signal)
             status = boot.wait(until: now() + grace)
         }
-        result.bootLog = readFile(logPath)
+        result.bootLog = (readTextFile(logPath, limit: Subprocess.outputLimit) ?? "")
         if ready != nil {
             result.poweredOff = stopped == 0 && status == 0
             if result.poweredOff == false && result.error == nil {
@@ -238,20 +238,6 @@ public struct SmokeRunner: Sendable {
         var bytes = [UInt8](repeating: 0, count: 4)
         _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 4) }
         return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-    }
-
-    private func readFile(_ path: String) -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return "" }
-        defer { close(fd) }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 16384)
-        while data.count < Subprocess.outputLimit {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            data += buffer[0..<n]
-        }
-        return String(decoding: data, as: UTF8.self)
     }
 
     private func lastLine(_ log: String) -> String {

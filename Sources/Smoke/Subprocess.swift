@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Dissect
 
 /// A child process of smoke's own (imgboot itself, for `boot`, `enter`, `run`, `stop`), with
 /// its output captured through a pipe, bounded, and a deadline.
@@ -139,11 +140,7 @@ struct BoundedBuffer {
     }
 }
 
-func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+func now() -> Double { monotonicSeconds() }
 
 /// Smoke's own failures (it could not start a process at all).
 public struct SmokeError: Error, CustomStringConvertible {

@@ -61,17 +61,5 @@ func normalizedArguments(_ arguments: [String]) -> [String] {
 
 /// Writes a line to stderr, unbuffered.
 func writeError(_ text: String) {
-    var line = text
-    if !line.hasSuffix("\n") { line += "\n" }
-    var bytes = Array(line.utf8)
-    var done = 0
-    while done < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { raw -> Int in
-            guard let base = raw.baseAddress else { return 0 }
-            return write(2, base + done, raw.count - done)
-        }
-        if n < 0 && errno == EINTR { continue }
-        if n <= 0 { return }
-        done += n
-    }
+    writeAll(2, Array((text.hasSuffix("\n") ? text : text + "\n").utf8))
 }

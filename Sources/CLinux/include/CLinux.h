@@ -63,8 +63,4 @@ int imgboot_loop_configure(int loop_fd, int backing_fd, uint64_t offset, uint64_
 /// device is not bound).
 int imgboot_loop_get_status(int loop_fd, struct imgboot_loop_status *status);
 
-/// LOOP_CLR_FD on `loop_fd`: detaches the backing file now when the caller is the device's
-/// only opener; otherwise the kernel only sets autoclear and returns 0. 0, or -1 with errno.
-int imgboot_loop_clear(int loop_fd);
-
 #endif
