@@ -18,6 +18,7 @@ let package = Package(
         // C libraries and the syscalls Swift cannot reach.
         .systemLibrary(name: "CBlkid", pkgConfig: "blkid", providers: [.apt(["libblkid-dev"])]),
         .systemLibrary(name: "CMount", pkgConfig: "mount", providers: [.apt(["libmount-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "CLinux"),
 
         // The pipeline.
@@ -46,10 +47,13 @@ let package = Package(
         .target(
             name: "Boot",
             dependencies: [
-                "Dissect", "Attach", "Mount", "CLinux",
+                "Dissect", "Attach", "Mount", "CLinux", "CSeccomp",
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            plugins: ["EmbedContainerInit"]
         ),
+        // imgboot-init (Sources/ContainerInit/init.c, freestanding C): built and embedded in Boot.
+        .plugin(name: "EmbedContainerInit", capability: .buildTool()),
 
         .target(
             name: "Smoke",

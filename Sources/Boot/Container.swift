@@ -103,15 +103,20 @@ public enum Container {
             .prepare(binds: spec.binds, shareNetwork: !spec.privateNetwork, volatileEtc: volatileEtc)
         defer { close(prepared.notify) }
 
-        let argv = spec.boot ? try initCommand(spec, root: treeDirectory) : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
+        let command = spec.boot ? try initCommand(spec, root: treeDirectory) : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
         let console = try Console.open(boot: spec.boot, requested: spec.console, subject: image)
         defer { console.restore() }
         let environment = makeEnvironment(spec, console: console)
         clock.lap("prepare")
         try signals.checkpoint(image)
 
+        let keep = Capabilities.keep(privateNetwork: spec.privateNetwork)
+        let filter = try SyscallFilter.compile(keeping: keep)
+        let initFD = spec.boot ? -1 : try ContainerInit.memfd(subject: image)
+        defer { if initFD >= 0 { close(initFD) } }
+        let argv = spec.boot ? command : [ContainerInit.name] + command
         let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
-                              cgroup: cgroup, image: image)
+                              cgroup: cgroup, keep: keep, filter: filter, initFD: initFD, image: image)
         defer { close(child.pidfd) }
         do {
             try devices?.add(child.pid)
@@ -135,7 +140,7 @@ public enum Container {
             console: console, signals: signals, started: clock.start, logger: logger)
         let outcome = supervisor.run()
         clock.lap("run")
-        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: argv)
+        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command)
     }
 
     // MARK: Pieces
@@ -150,7 +155,7 @@ public enum Container {
 
     private static func spawn(
         _ spec: ContainerSpec, root: String, argv: [String], environment: [String], console: Console,
-        cgroup: MachineCgroup?, image: String
+        cgroup: MachineCgroup?, keep: UInt64, filter: [UInt8], initFD: Int32, image: String
     ) throws -> Child {
         var errorPipe: [Int32] = [-1, -1], syncPipe: [Int32] = [-1, -1]
         guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
@@ -166,13 +171,17 @@ public enum Container {
         let pid = root.withCString { rootPtr in
             (spec.hostname ?? spec.machine).withCString { hostPtr in
               console.slavePath.withCString { consolePtr in
-                var config = imgboot_container(
-                    root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
-                    boot: spec.boot ? 1 : 0, console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
-                    private_network: spec.privateNetwork ? 1 : 0,
-                    cgroup_fd: cgroup?.fd ?? -1, keep_capabilities: Capabilities.keep(privateNetwork: spec.privateNetwork),
-                    error_fd: errorPipe[1], sync_fd: syncPipe[0])
-                return imgboot_container_start(&config, &pidfd)
+                filter.withUnsafeBytes { filterBytes in
+                    var config = imgboot_container(
+                        root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
+                        boot: spec.boot ? 1 : 0, init_fd: initFD,
+                        seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
+                        console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
+                        private_network: spec.privateNetwork ? 1 : 0,
+                        cgroup_fd: cgroup?.fd ?? -1, keep_capabilities: keep,
+                        error_fd: errorPipe[1], sync_fd: syncPipe[0])
+                    return imgboot_container_start(&config, &pidfd)
+                }
               }
             }
         }

@@ -20,7 +20,7 @@ public enum Machines {
         let cgroup = machine.cgroup.map { open($0, O_DIRECTORY | O_RDONLY | O_CLOEXEC) } ?? -1
         defer { if cgroup >= 0 { close(cgroup) } }
 
-        let argv = command.isEmpty ? ["/bin/sh"] : command
+        let command = command.isEmpty ? ["/bin/sh"] : command
         let console = try Console.open(boot: false, requested: nil, subject: name)
         defer { console.restore() }
         var env = [
@@ -32,15 +32,25 @@ public enum Machines {
             env.removeAll { $0.hasPrefix(name + "=") }
             env.append(entry)
         }
+        // The machine's own capability set and filter: the first process the container can
+        // see is no more privileged than the container, and maps nothing of imgboot's.
+        let keep = Capabilities.keep(privateNetwork: false)
+        let filter = try SyscallFilter.compile(keeping: keep)
+        let initFD = try ContainerInit.memfd(subject: name)
+        defer { close(initFD) }
         var errorPipe: [Int32] = [-1, -1]
         guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: name, "create a pipe", errno: errno) }
         let signals = Signals()
-        let cArgv = CStringArray(argv), cEnv = CStringArray(env)
+        let cArgv = CStringArray([ContainerInit.name] + command), cEnv = CStringArray(env)
         var pidfd: Int32 = -1
-        var config = imgboot_enter(
-            leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
-            console_fd: console.slave, console_streams: console.streams, keep_capabilities: Capabilities.keep(privateNetwork: false), error_fd: errorPipe[1])
-        let pid = imgboot_enter_start(&config, &pidfd)
+        let pid = filter.withUnsafeBytes { filterBytes in
+            var config = imgboot_enter(
+                leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
+                console_fd: console.slave, console_streams: console.streams, init_fd: initFD,
+                seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
+                keep_capabilities: keep, error_fd: errorPipe[1])
+            return imgboot_enter_start(&config, &pidfd)
+        }
         let e = errno
         close(errorPipe[1])
         guard pid > 0 else {
@@ -52,7 +62,7 @@ public enum Machines {
             machine: name, boot: false, pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], notify: -1,
             console: console, signals: signals, started: StageClock.now(), logger: logger
         ).run()
-        return try outcome.exitStatus(boot: false, subject: name, argv: argv)
+        return try outcome.exitStatus(boot: false, subject: name, argv: command)
     }
 
     /// Asks the machine `name` to power off (SIGRTMIN+4 to an init; SIGTERM to a `run`

@@ -270,6 +270,9 @@ func describeStep(_ step: Int32) -> String {
     case IMGBOOT_STEP_CAPABILITIES.rawValue: "drop capabilities"
     case IMGBOOT_STEP_FORK.rawValue: "fork the command"
     case IMGBOOT_STEP_EXEC.rawValue: "execute the init"
+    case IMGBOOT_STEP_KEYRING.rawValue: "join a session keyring of its own"
+    case IMGBOOT_STEP_SECCOMP.rawValue: "install the seccomp filter"
+    case IMGBOOT_STEP_INIT.rawValue: "execute imgboot-init"
     default: "step \(step)"
     }
 }

@@ -10,6 +10,8 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/close_range.h>
+#include <linux/filter.h>
+#include <linux/keyctl.h>
 #include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
@@ -19,6 +21,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <linux/seccomp.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -140,6 +143,9 @@ static void loopback_up(void) {
     close(s);
 }
 
+/// Leaves the process with at most `keep` in each of its five capability sets: bounding,
+/// ambient, inheritable, permitted, effective. (For root, exec then grants exactly the
+/// bounding set: the program executed next holds `keep` and nothing more.)
 static void drop_capabilities(uint64_t keep) {
     for (int cap = 0; cap < 64; cap++) {
         if (keep & (1ULL << cap))
@@ -149,15 +155,36 @@ static void drop_capabilities(uint64_t keep) {
     }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
         fail(IMGBOOT_STEP_CAPABILITIES);
-    // For root, exec grants inheritable | bounding: keep no dropped capability inheritable.
     struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
     struct __user_cap_data_struct data[2];
     if (syscall(SYS_capget, &header, data) < 0)
         fail(IMGBOOT_STEP_CAPABILITIES);
-    data[0].inheritable &= (uint32_t)keep;
-    data[1].inheritable &= (uint32_t)(keep >> 32);
+    for (int i = 0; i < 2; i++) {
+        uint32_t mask = (uint32_t)(keep >> (32 * i));
+        data[i].effective &= mask;
+        data[i].permitted &= mask;
+        data[i].inheritable &= mask;
+    }
     if (syscall(SYS_capset, &header, data) < 0)
         fail(IMGBOOT_STEP_CAPABILITIES);
+}
+
+/// A session keyring of the container's own: the caller's (root's login session, a CI job's
+/// secrets) is not inherited. (With no keyring support in the kernel there is nothing to hide.)
+static void join_session_keyring(void) {
+    if (syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, NULL) < 0 && errno != ENOSYS)
+        fail(IMGBOOT_STEP_KEYRING);
+}
+
+/// Installs the container's seccomp filter (compiled by imgboot with libseccomp before the
+/// clone: nothing here allocates). It holds CAP_SYS_ADMIN still, so no_new_privs is not needed
+/// — and not set: setuid programs in the image keep working, as under nspawn.
+static void install_filter(const void *filter, uint32_t length) {
+    if (!filter || length == 0)
+        return;
+    struct sock_fprog program = { .len = (unsigned short)length, .filter = (struct sock_filter *)filter };
+    if (length > 0xffff || syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) < 0)
+        fail(IMGBOOT_STEP_SECCOMP);
 }
 
 static void reset_signals(void) {
@@ -175,11 +202,10 @@ static void reset_signals(void) {
         fail(IMGBOOT_STEP_SIGNALS);
 }
 
-/// Makes the terminal `fd` the standard streams in `streams` (bit 0: stdin, 1: stdout, 2: stderr)
-/// and, when `controlling`, the controlling terminal.
-static void use_terminal(int fd, int streams, int controlling) {
-    if (controlling && ioctl(fd, TIOCSCTTY, 0) < 0)
-        fail(IMGBOOT_STEP_SESSION);
+/// Makes the terminal `fd` the standard streams in `streams` (bit 0: stdin, 1: stdout, 2:
+/// stderr). (Whoever runs on it makes it their controlling terminal: an init takes
+/// /dev/console by itself, imgboot-init's command the stream that is a terminal.)
+static void use_terminal(int fd, int streams) {
     for (int stream = 0; stream < 3; stream++)
         if ((streams & (1 << stream)) && dup2(fd, stream) < 0)
             fail(IMGBOOT_STEP_SESSION);
@@ -201,140 +227,43 @@ static size_t length(const char *s) {
     return n;
 }
 
-/// Runs the command: exec, or say why not (127: not found, 126: not executable) as shells do.
-static _Noreturn void exec_command(char *const *argv, char *const *envp) {
-    environ = (char **)envp;
-    execvp(argv[0], argv);
-    int saved = errno;
-    struct imgboot_child_error e = { .step = IMGBOOT_STEP_EXEC, .error = saved };
-    if (error_fd >= 0) {
-        ssize_t ignored = write(error_fd, &e, sizeof e);
-        (void)ignored;
-    }
-    _exit(saved == ENOENT || saved == ENOTDIR ? 127 : 126);
-}
+// imgboot-init reports a command it cannot execute as this step, by number.
+_Static_assert(IMGBOOT_STEP_EXEC == 18, "Sources/ContainerInit/init.c hard-codes IMGBOOT_STEP_EXEC");
 
-// The tiny init of `run`: PID 1 reaps every orphan, passes signals on to the command's
-// process group, and leaves with the command's status.
-static volatile pid_t command_pid = 0;
-
-/// To the command's process group, as a terminal's Ctrl-C goes: a shell's foreground child
-/// gets the signal too, not only the shell, which would otherwise wait for the child (bash
-/// ignores SIGINT until it ends). The command leads its own group (setsid); should it have
-/// left it, the signal goes to the command alone.
-static void forward_signal(int sig) {
-    int saved = errno;
-    if (command_pid > 0 && kill(-command_pid, sig) < 0)
-        kill(command_pid, sig);
-    errno = saved;
-}
-
-/// Field `n` (1-based, as proc(5) numbers them, n ≥ 3) of /proc/self/stat as a number, or 0.
-static unsigned long stat_field(const char *line, ssize_t length, int n) {
-    ssize_t i = length - 1;
-    while (i >= 0 && line[i] != ')')  // the command name may hold spaces and parentheses
-        i--;
-    int field = 2;
-    unsigned long value = 0;
-    for (i++; i < length; i++) {
-        if (line[i] == ' ') {
-            if (field == n)
-                return value;
-            field++;
-            value = 0;
-        } else if (line[i] >= '0' && line[i] <= '9') {
-            value = value * 10 + (unsigned long)(line[i] - '0');
-        }
-    }
-    return field == n ? value : 0;
-}
-
-/// Clears what this copy of imgboot's memory would show the container as /proc/1/cmdline and
-/// /proc/1/environ — imgboot's command line (image path, --setenv values) and the host's
-/// environment (CI tokens, say) — and names the process imgboot-init.
-static void forget_host_memory(void) {
-    static const char name[] = "imgboot-init";
-    prctl(PR_SET_NAME, name, 0, 0, 0);
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;  // not in this procfs's PID namespace (`enter`'s waiter): nothing shown there
-    char line[1024];
-    ssize_t n = read(fd, line, sizeof line);
-    close(fd);
-    if (n <= 0)
-        return;
-    unsigned long arg_start = stat_field(line, n, 48), arg_end = stat_field(line, n, 49);
-    unsigned long env_start = stat_field(line, n, 50), env_end = stat_field(line, n, 51);
-    if (env_start && env_end > env_start)
-        memset((void *)env_start, 0, env_end - env_start);
-    if (arg_start && arg_end > arg_start + sizeof name) {
-        memset((void *)arg_start, 0, arg_end - arg_start);
-        memcpy((void *)arg_start, name, sizeof name);
-        prctl(PR_SET_MM, PR_SET_MM_ARG_END, arg_start + sizeof name, 0, 0);
-    }
-}
-
-/// Forks the command (with `console_fd` as its terminal, if any; after dropping capabilities
-/// to `keep` when `drop` is set) and waits for it: the body of `run`'s PID 1 and of `enter`.
-static _Noreturn void run_command(char *const *argv, char *const *envp, int console_fd, int streams, int drop, uint64_t keep) {
-    // Signals arriving before the handlers are in place wait in the mask, not lost.
-    sigset_t forwarded, previous;
-    sigemptyset(&forwarded);
-    const int signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT };
+/// The signals imgboot-init passes on, and SIGCHLD: blocked across its exec, so that none sent
+/// before it has set up its signalfd is lost (an unblocked one would be dropped: PID 1 ignores
+/// signals it has no handler for).
+static void block_init_signals(void) {
+    sigset_t set;
+    sigemptyset(&set);
+    const int signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH, SIGCONT, SIGCHLD };
     for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
-        sigaddset(&forwarded, signals[i]);
-    sigprocmask(SIG_BLOCK, &forwarded, &previous);
+        sigaddset(&set, signals[i]);
+    if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+        fail(IMGBOOT_STEP_SIGNALS);
+}
 
-    pid_t pid = fork();
-    if (pid < 0)
-        fail(IMGBOOT_STEP_FORK);
-    if (pid == 0) {
-        // Whatever ends the init (or `enter`'s waiter) ends the command too.
-        if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-            fail(IMGBOOT_STEP_SIGNALS);
-        sigprocmask(SIG_SETMASK, &previous, NULL);
-        if (setsid() < 0)
-            fail(IMGBOOT_STEP_SESSION);
-        if (console_fd >= 0)
-            use_terminal(console_fd, streams, 1);
-        if (drop)
-            drop_capabilities(keep);
-        close_on_exec_from(3);
-        exec_command(argv, envp);
-    }
-    command_pid = pid;
-    // The command holds the error pipe until its exec; the parent's end-of-file means it ran.
-    // This process keeps no descriptor at all: none of imgboot's, none of the host's streams.
-    error_fd = -1;
-    if (syscall(SYS_close_range, 0, ~0U, 0) < 0) {
-        for (int fd = 0; fd < 1024; fd++)
-            close(fd);
-    }
-    forget_host_memory();
-
-    struct sigaction action;
-    memset(&action, 0, sizeof action);
-    action.sa_handler = forward_signal;
-    action.sa_flags = SA_RESTART;
-    for (size_t i = 0; i < sizeof signals / sizeof signals[0]; i++)
-        sigaction(signals[i], &action, NULL);
-    sigprocmask(SIG_SETMASK, &previous, NULL);
-
-    for (;;) {
-        int status;
-        pid_t done = waitpid(-1, &status, 0);
-        if (done < 0) {
-            if (errno == EINTR)
-                continue;
-            _exit(125);  // ECHILD: the command is gone without our noticing; cannot happen
-        }
-        if (done != pid)
-            continue;
-        if (WIFEXITED(status))
-            _exit(WEXITSTATUS(status));
-        if (WIFSIGNALED(status))
-            _exit(128 + WTERMSIG(status));
-    }
+/// Executes imgboot-init from the memfd `init_fd` with `argv` ({"imgboot-init", COMMAND, …}):
+/// the standard streams (the terminal `console_fd` on `streams`, else the caller's), the error
+/// pipe as fd 3 (see init.c), nothing else; the container's capabilities, keyring and seccomp
+/// filter already in place.
+static _Noreturn void exec_init(int console_fd, int streams, int init_fd, char *const *argv, char *const *envp,
+                                uint64_t keep, const void *filter, uint32_t filter_length) {
+    if (console_fd >= 0)
+        use_terminal(console_fd, streams);
+    // Out of the way of fd 3 first: either may sit there now.
+    int init = fcntl(init_fd, F_DUPFD_CLOEXEC, 16);
+    int errors = fcntl(error_fd, F_DUPFD_CLOEXEC, 16);
+    if (init < 0 || errors < 0 || dup3(errors, 3, 0) < 0)
+        fail(IMGBOOT_STEP_INIT);
+    error_fd = 3;
+    close_on_exec_from(4);
+    join_session_keyring();
+    block_init_signals();
+    drop_capabilities(keep);
+    install_filter(filter, filter_length);
+    syscall(SYS_execveat, init, "", argv, envp, AT_EMPTY_PATH);
+    fail(IMGBOOT_STEP_INIT);
 }
 
 static _Noreturn void child(const struct imgboot_container *c) {
@@ -431,14 +360,17 @@ static _Noreturn void child(const struct imgboot_container *c) {
         fail(IMGBOOT_STEP_HOSTNAME);
     if (setsid() < 0)
         fail(IMGBOOT_STEP_SESSION);
-    drop_capabilities(c->keep_capabilities);
 
     if (!c->boot)
-        run_command(c->argv, c->envp, c->console_fd, c->console_streams, 0, 0);
+        exec_init(c->console_fd, c->console_streams, c->init_fd, c->argv, c->envp, c->keep_capabilities,
+                  c->seccomp_filter, c->seccomp_length);
     // An init takes /dev/console as its terminal by itself; it only needs the standard streams.
     if (c->console_fd >= 0)
-        use_terminal(c->console_fd, c->console_streams, 0);
+        use_terminal(c->console_fd, c->console_streams);
     close_on_exec_from(3);
+    join_session_keyring();
+    drop_capabilities(c->keep_capabilities);
+    install_filter(c->seccomp_filter, c->seccomp_length);
     execve(c->argv[0], c->argv, c->envp);
     fail(IMGBOOT_STEP_EXEC);
 }
@@ -480,7 +412,8 @@ static _Noreturn void enter_child(const struct imgboot_enter *e) {
         close(e->cgroup_fd);
     if (chdir("/") < 0)
         fail(IMGBOOT_STEP_ROOT);
-    run_command(e->argv, e->envp, e->console_fd, e->console_streams, 1, e->keep_capabilities);
+    exec_init(e->console_fd, e->console_streams, e->init_fd, e->argv, e->envp, e->keep_capabilities,
+              e->seccomp_filter, e->seccomp_length);
 }
 
 pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd) {

@@ -62,6 +62,38 @@ fail:
 
 int imgboot_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+int imgboot_sealed_executable(const char *name, const void *bytes, unsigned long length) {
+    // MFD_EXEC (Linux 6.3+) says so explicitly, where vm.memfd_noexec would make memfds
+    // non-executable by default; older kernels do not know the flag, and make them executable.
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return -1;
+    const unsigned char *p = bytes;
+    unsigned long done = 0;
+    while (done < length) {
+        ssize_t n = write(fd, p + done, length - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            goto fail;
+        done += (unsigned long)n;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0)
+        goto fail;
+    return fd;
+fail:;
+    int saved = errno == 0 ? EIO : errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
 uint64_t imgboot_makedev(unsigned major, unsigned minor) { return makedev(major, minor); }
 
 int imgboot_is_cgroup2(const char *path) {

@@ -16,7 +16,8 @@ ensure_swift() {
 
 # The Debian packages imgboot builds with, and that its fixtures and tests use.
 base_packages=(
-    pkg-config libblkid-dev libmount-dev      # building
+    pkg-config libblkid-dev libmount-dev      # building; libseccomp: the container's system
+    libseccomp-dev gcc                        # call filter; gcc: imgboot-init, embedded in imgboot
     fdisk e2fsprogs xfsprogs btrfs-progs      # fixture images
     squashfs-tools erofs-utils busybox-static dosfstools
     util-linux python3 systemd-container      # losetup; systemd-dissect/nspawn as references

@@ -29,7 +29,13 @@ enum imgboot_step {
     IMGBOOT_STEP_SESSION,
     IMGBOOT_STEP_CAPABILITIES,
     IMGBOOT_STEP_FORK,
+    /// Executing the command or the image's init. (imgboot-init reports this step by number:
+    /// Sources/ContainerInit/init.c.)
     IMGBOOT_STEP_EXEC,
+    IMGBOOT_STEP_KEYRING,
+    IMGBOOT_STEP_SECCOMP,
+    /// Executing imgboot-init from its memfd.
+    IMGBOOT_STEP_INIT,
 };
 
 /// What a failed step reports on the error pipe.
@@ -44,14 +50,21 @@ struct imgboot_container {
     /// copy of that namespace and pivots into the tree.
     const char *root;
     const char *hostname;
-    /// NULL-terminated. In boot mode argv[0] is the init's absolute path; otherwise a command
-    /// looked up in the container's PATH when it has no '/'.
+    /// NULL-terminated. In boot mode argv[0] is the init's absolute path. Otherwise
+    /// `{"imgboot-init", COMMAND, ARG..., NULL}`: imgboot-init runs COMMAND (looked up in the
+    /// container's PATH when it has no '/').
     char *const *argv;
     char *const *envp;
-    /// 1: argv becomes PID 1 (an init). 0: a tiny init is PID 1 and runs argv as its child,
-    /// reaping zombies, forwarding signals, and exiting with the child's status (128+N when
-    /// killed by signal N).
+    /// 1: argv becomes PID 1 (an init). 0: imgboot-init (from `init_fd`) is PID 1 and runs the
+    /// command as its child, reaping zombies, forwarding signals, and exiting with the child's
+    /// status (128+N when killed by signal N).
     int boot;
+    /// A sealed memfd holding imgboot-init (Sources/ContainerInit), executed when `boot` is 0.
+    int init_fd;
+    /// The seccomp filter: `seccomp_length` BPF instructions (struct sock_filter), installed
+    /// as the last step before exec; applies to everything in the container.
+    const void *seccomp_filter;
+    uint32_t seccomp_length;
     /// A terminal (pty slave) for the console and the standard streams, or -1 to keep the
     /// caller's standard streams.
     int console_fd;
@@ -67,7 +80,8 @@ struct imgboot_container {
     int private_network;
     /// A cgroup2 directory to start in, with a cgroup namespace rooted there; or -1.
     int cgroup_fd;
-    /// Capabilities to keep in the bounding set (bit N = capability N); the rest are dropped.
+    /// The container's capability set (bit N = capability N): every one of the five sets of
+    /// every process in the container is within it.
     uint64_t keep_capabilities;
     /// Write end of a close-on-exec pipe: a failed step writes a `struct imgboot_child_error`.
     int error_fd;
@@ -83,19 +97,26 @@ struct imgboot_enter {
     int leader_pidfd;
     /// The machine's cgroup2 directory, or -1.
     int cgroup_fd;
+    /// `{"imgboot-init", COMMAND, ARG..., NULL}`, as for `run`.
     char *const *argv;
     char *const *envp;
     /// A terminal (pty slave) for the command, or -1 to pass the standard streams through.
     int console_fd;
     /// As in `struct imgboot_container`.
     int console_streams;
+    int init_fd;
+    const void *seccomp_filter;
+    uint32_t seccomp_length;
     uint64_t keep_capabilities;
     int error_fd;
 };
 
-/// Starts `imgboot enter`'s child: it joins the container's namespaces, then forks the command
-/// into them (a PID namespace only applies to children) and waits for it, leaving with its
-/// status (128+N when killed by signal N), passing signals on. Returns its PID and a pidfd.
+/// Starts `imgboot enter`'s child: it joins the container's namespaces, takes the container's
+/// capability set, session keyring and seccomp filter, and executes imgboot-init, which forks
+/// the command into them (a PID namespace only applies to children) and waits for it, leaving
+/// with its status (128+N when killed by signal N), passing signals on. So the first process
+/// the container can see is already as unprivileged as the container, and holds nothing of
+/// imgboot's. Returns its PID and a pidfd.
 pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd);
 
 /// Starts the container child with clone3: new mount, PID, UTS, IPC (and network) namespaces,

@@ -40,6 +40,12 @@ uint64_t imgboot_makedev(unsigned major, unsigned minor);
 /// only under _GNU_SOURCE, which Swift's Glibc module does not see.)
 int imgboot_memfd_create(const char *name);
 
+/// A close-on-exec memfd holding `length` bytes of `bytes`, executable, and sealed against any
+/// change (write, shrink, grow, further seals): a program that can be executed with
+/// execveat(fd, "", …, AT_EMPTY_PATH) and that no one — not a container that finds it as
+/// /proc/1/exe — can alter. Returns the descriptor.
+int imgboot_sealed_executable(const char *name, const void *bytes, unsigned long length);
+
 /// 1 when `path` is the root of a cgroup2 filesystem, 0 when not, -1 with errno on failure.
 int imgboot_is_cgroup2(const char *path);
 
