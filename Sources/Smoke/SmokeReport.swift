@@ -54,9 +54,9 @@ public struct SmokeReport {
                 }
                 xml += ">\n"
                 if let failure = c.failure {
-                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.output))</failure>\n"
+                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.output, attribute: false))</failure>\n"
                 } else {
-                    xml += "      <system-out>\(escape(c.output))</system-out>\n"
+                    xml += "      <system-out>\(escape(c.output, attribute: false))</system-out>\n"
                 }
                 xml += "    </testcase>\n"
             }
@@ -120,8 +120,14 @@ public struct SmokeReport {
 
     private func seconds(_ value: Double) -> String { formatSeconds(value) }
 
-    /// XML-escaped text, with the characters XML 1.0 cannot hold replaced.
-    func escape(_ text: String) -> String {
+    /// XML-escaped text. Characters XML 1.0 cannot hold at all, not even as a reference (C0
+    /// controls but tab, newline and carriage return; U+FFFE, U+FFFF), are written as
+    /// `printable(_:)` shows them (`\x1b`). The others a terminal would act on — DEL, C1
+    /// controls, bidi and invisible characters — are character references (`&#x202e;`): a
+    /// parser reads them back as they were, and the file is safe to show raw. A carriage return
+    /// is a reference too (parsers would read a newline), and so are tab and newline in an
+    /// attribute (parsers would read spaces).
+    func escape(_ text: String, attribute: Bool = true) -> String {
         var out = ""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -129,11 +135,15 @@ public struct SmokeReport {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
-            case "\t", "\n", "\r": out.unicodeScalars.append(scalar)
-            case _ where scalar.value < 0x20 || (0xFFFE...0xFFFF).contains(scalar.value): out += "\u{FFFD}"
+            case "\t", "\n": out += attribute ? reference(scalar) : String(scalar)
+            case "\r": out += reference(scalar)
+            case _ where scalar.value < 0x20 || scalar.value == 0xFFFE || scalar.value == 0xFFFF: out += terminalEscape(scalar)
+            case _ where scalar.needsTerminalEscape: out += reference(scalar)
             default: out.unicodeScalars.append(scalar)
             }
         }
         return out
     }
+
+    private func reference(_ scalar: Unicode.Scalar) -> String { "&#x" + String(scalar.value, radix: 16) + ";" }
 }
