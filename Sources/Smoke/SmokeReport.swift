@@ -94,7 +94,8 @@ public struct SmokeReport {
         return list
     }
 
-    /// A table for the end of a terminal run.
+    /// A table for the end of a terminal run. Image paths and the details (errors quote what
+    /// imgboot and the machine said) are escaped for the terminal.
     public var table: String {
         var rows = [["IMAGE", "MACHINE", "RESULT", "READY", "CHECKS", "DETAILS"]]
         for r in results {
@@ -105,9 +106,9 @@ public struct SmokeReport {
             for (i, c) in r.checks.enumerated() where !c.passed {
                 details.append("check \(i + 1) (\(c.command)): " + (c.exitCode.map { "exit \($0)" } ?? "timed out"))
             }
-            rows.append([r.image, r.machine, r.passed ? "passed" : "FAILED",
+            rows.append([printable(r.image), printable(r.machine), r.passed ? "passed" : "FAILED",
                          r.readySeconds.map { formatSeconds($0) + " s" } ?? "-",
-                         "\(passedChecks)/\(r.checks.count)", details.isEmpty ? "-" : details.joined(separator: "; ")])
+                         "\(passedChecks)/\(r.checks.count)", details.isEmpty ? "-" : printable(details.joined(separator: "; "))])
         }
         let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
         return rows.map { row in
