@@ -97,9 +97,18 @@ public struct ContainerSpec: Sendable {
         public var description: String { "invalid bind \"\(text)\": \(reason)" }
     }
 
+    /// The longest machine name: the kernel's limit on a hostname (HOST_NAME_MAX), which a
+    /// machine's name is by default.
+    public static let maxMachineNameLength = 64
+
+    /// What a default name leaves free for the suffix that tells machines of one image apart:
+    /// `-999`, the registry's last (`MachineRegistry.register`).
+    public static let machineSuffixRoom = 4
+
     /// The machine name nspawn would give an image: its file name without directories and
-    /// without a `.raw` (or `.img`) suffix, reduced to what a hostname may hold.
-    public static func defaultMachineName(image path: String) -> String {
+    /// without a `.raw` (or `.img`) suffix, reduced to what a hostname may hold, and cut so that
+    /// `reserving` more characters still fit in a hostname (by default, the registry's `-999`).
+    public static func defaultMachineName(image path: String, reserving room: Int = machineSuffixRoom) -> String {
         var name = String(path.split(separator: "/").last ?? "image")
         for suffix in [".raw", ".img"] where name.hasSuffix(suffix) && name.count > suffix.count {
             name.removeLast(suffix.count)
@@ -108,13 +117,13 @@ public struct ContainerSpec: Sendable {
             (("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c) || c == "-" || c == "_" || c == ".")
                 ? Character(c) : "-"
         }
-        let cleaned = String(allowed.prefix(64)).trimmingCharacters(in: "-.")
+        let cleaned = String(allowed.prefix(max(1, maxMachineNameLength - room))).trimmingCharacters(in: "-.")
         return cleaned.isEmpty ? "image" : cleaned
     }
 
     /// Whether `name` may name a machine (and be its hostname).
     public static func isValidMachineName(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 64 && !name.hasPrefix("-") && !name.hasPrefix(".") && name != ".." &&
+        !name.isEmpty && name.count <= maxMachineNameLength && !name.hasPrefix("-") && !name.hasPrefix(".") && name != ".." &&
             name.unicodeScalars.allSatisfy { c in
                 ("a"..."z").contains(c) || ("A"..."Z").contains(c) || ("0"..."9").contains(c) || c == "-" || c == "_" || c == "."
             }

@@ -107,7 +107,8 @@ public enum MachineRegistry {
     ) throws(NameError) -> Registration {
         if mkdir("/run/imgboot", 0o755) != 0 && errno != EEXIST { throw .failed("create /run/imgboot", errno) }
         if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw .failed("create \(directory)", errno) }
-        let candidates = exact ? [name] : [name] + (2...999).map { "\(name)-\($0)" }
+        // A suffixed name must still fit in a hostname: the name is cut to make room.
+        let candidates = exact ? [name] : [name] + (2...999).map { String(name.prefix(ContainerSpec.maxMachineNameLength - "-\($0)".count)) + "-\($0)" }
         // Whatever killed machines left (entries, cgroups, tree directories) goes now.
         _ = list()
         return try withRegistryLock { () throws(NameError) -> Registration in

@@ -234,7 +234,7 @@ extension Supervisor.Outcome {
         if let e = childError {
             if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !boot {
                 let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
-                writeStderr("imgboot: \(argv.first ?? ""): \(what)\n")
+                writeStderr("imgboot: \(printable(argv.first ?? "")): \(what)\n")
             } else {
                 throw BootError(image: subject, "container setup: \(describeStep(e.step))", errno: e.error)
             }

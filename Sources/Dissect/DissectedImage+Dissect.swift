@@ -132,7 +132,7 @@ extension DissectedImage {
         }
         guard problems.isEmpty else { throw DissectError(image: path, .invalidTable(problems)) }
         return data.map { r in
-            let type = "0x" + String(r.type, radix: 16).leftPadded(to: 2)
+            let type = "0x" + hex(r.type, width: 2)
             return Partition(
                 number: r.number, mbrType: type, typeName: PartitionSelection.mbrTypeName(type),
                 uuid: r.uuid?.lowercased(), offset: r.offset, size: r.size,
@@ -158,10 +158,4 @@ public enum GPTFlags {
     public static let noAuto: UInt64 = 1 << 63
     public static let readOnly: UInt64 = 1 << 60
     public static let growFs: UInt64 = 1 << 59
-}
-
-extension String {
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
-    }
 }

@@ -17,6 +17,9 @@ public enum JSON: Equatable, Sendable {
     public static func string(_ s: String?) -> JSON { s.map(JSON.string) ?? .null }
 
     /// The JSON text, indented by two spaces per level (or on one line when `pretty` is false).
+    /// Strings are written with `\uXXXX` escapes (a surrogate pair beyond U+FFFF) for every
+    /// control character and the other characters `printable(_:)` escapes, so that the text is
+    /// safe to show raw on a terminal; other characters (é, 日本) are written as UTF-8.
     public func serialized(pretty: Bool = true) -> String {
         var out = ""
         write(into: &out, indent: pretty ? 0 : nil)
@@ -63,8 +66,11 @@ public enum JSON: Equatable, Sendable {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
-                out += "\\u" + String(scalar.value, radix: 16).leftPadded(to: 4)
+            // Beyond what JSON requires (C0 controls): whatever printable(_:) would escape —
+            // DEL, C1 controls, bidi and invisible characters — so that JSON shown raw on a
+            // terminal is as safe as imgboot's other output. Parsers read the same string back.
+            case _ where scalar.needsTerminalEscape:
+                for unit in scalar.utf16 { out += "\\u" + hex(unit, width: 4) }
             default: out.unicodeScalars.append(scalar)
             }
         }

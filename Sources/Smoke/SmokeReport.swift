@@ -54,9 +54,9 @@ public struct SmokeReport {
                 }
                 xml += ">\n"
                 if let failure = c.failure {
-                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.output))</failure>\n"
+                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.output, attribute: false))</failure>\n"
                 } else {
-                    xml += "      <system-out>\(escape(c.output))</system-out>\n"
+                    xml += "      <system-out>\(escape(c.output, attribute: false))</system-out>\n"
                 }
                 xml += "    </testcase>\n"
             }
@@ -94,7 +94,8 @@ public struct SmokeReport {
         return list
     }
 
-    /// A table for the end of a terminal run.
+    /// A table for the end of a terminal run. Image paths and the details (errors quote what
+    /// imgboot and the machine said) are escaped for the terminal.
     public var table: String {
         var rows = [["IMAGE", "MACHINE", "RESULT", "READY", "CHECKS", "DETAILS"]]
         for r in results {
@@ -105,9 +106,9 @@ public struct SmokeReport {
             for (i, c) in r.checks.enumerated() where !c.passed {
                 details.append("check \(i + 1) (\(c.command)): " + (c.exitCode.map { "exit \($0)" } ?? "timed out"))
             }
-            rows.append([r.image, r.machine, r.passed ? "passed" : "FAILED",
+            rows.append([printable(r.image), printable(r.machine), r.passed ? "passed" : "FAILED",
                          r.readySeconds.map { formatSeconds($0) + " s" } ?? "-",
-                         "\(passedChecks)/\(r.checks.count)", details.isEmpty ? "-" : details.joined(separator: "; ")])
+                         "\(passedChecks)/\(r.checks.count)", details.isEmpty ? "-" : printable(details.joined(separator: "; "))])
         }
         let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
         return rows.map { row in
@@ -120,8 +121,14 @@ public struct SmokeReport {
 
     private func seconds(_ value: Double) -> String { formatSeconds(value) }
 
-    /// XML-escaped text, with the characters XML 1.0 cannot hold replaced.
-    func escape(_ text: String) -> String {
+    /// XML-escaped text. Characters XML 1.0 cannot hold at all, not even as a reference (C0
+    /// controls but tab, newline and carriage return; U+FFFE, U+FFFF), are written as
+    /// `printable(_:)` shows them (`\x1b`). The others a terminal would act on — DEL, C1
+    /// controls, bidi and invisible characters — are character references (`&#x202e;`): a
+    /// parser reads them back as they were, and the file is safe to show raw. A carriage return
+    /// is a reference too (parsers would read a newline), and so are tab and newline in an
+    /// attribute (parsers would read spaces).
+    func escape(_ text: String, attribute: Bool = true) -> String {
         var out = ""
         for scalar in text.unicodeScalars {
             switch scalar {
@@ -129,11 +136,15 @@ public struct SmokeReport {
             case "<": out += "&lt;"
             case ">": out += "&gt;"
             case "\"": out += "&quot;"
-            case "\t", "\n", "\r": out.unicodeScalars.append(scalar)
-            case _ where scalar.value < 0x20 || (0xFFFE...0xFFFF).contains(scalar.value): out += "\u{FFFD}"
+            case "\t", "\n": out += attribute ? reference(scalar) : String(scalar)
+            case "\r": out += reference(scalar)
+            case _ where scalar.value < 0x20 || scalar.value == 0xFFFE || scalar.value == 0xFFFF: out += terminalEscape(scalar)
+            case _ where scalar.needsTerminalEscape: out += reference(scalar)
             default: out.unicodeScalars.append(scalar)
             }
         }
         return out
     }
+
+    private func reference(_ scalar: Unicode.Scalar) -> String { "&#x" + String(scalar.value, radix: 16) + ";" }
 }

@@ -76,7 +76,10 @@ public struct SmokeRunner: Sendable {
 
     func test(_ image: String, progress: (SmokeEvent) -> Void) -> SmokeResult {
         let start = now()
-        let machine = ContainerSpec.defaultMachineName(image: image) + "-" + shortRandom()
+        // The image's default name, cut so that the random suffix and, for an image without
+        // systemd, each check's `-N` still fit in a hostname, however long the file name.
+        let room = "-".count + Self.randomLength + "-\(max(1, checks.count))".count
+        let machine = ContainerSpec.defaultMachineName(image: image, reserving: room) + "-" + shortRandom()
         var result = SmokeResult(image: image, machine: machine, passed: false, readySeconds: nil, checks: [],
                                  failedUnits: [], poweredOff: nil, error: nil, booted: false, seconds: 0, bootLog: "")
         defer { progress(.finished(passed: result.passed)) }
@@ -93,10 +96,10 @@ public struct SmokeRunner: Sendable {
         }
         if hasSystemd {
             result.booted = true
-            boot(image, machine: machine, into: &result, progress: progress)
+            boot(Self.argument(image), machine: machine, into: &result, progress: progress)
         } else {
             progress(.running)
-            runChecks(image, machine: machine, into: &result, progress: progress)
+            runChecks(Self.argument(image), machine: machine, into: &result, progress: progress)
         }
         result.passed = result.error == nil && result.checks.allSatisfy(\.passed) && result.failedUnits.isEmpty
             && (result.poweredOff ?? true)
@@ -232,12 +235,21 @@ public struct SmokeRunner: Sendable {
     /// How long a check that outlived its timeout has to end after SIGTERM before SIGKILL.
     static let killGrace = 5.0
 
+    /// The length of `shortRandom()`'s names.
+    static let randomLength = 8
+
     /// 8 hex digits: two machines of one image (the same image given twice, or two smoke runs
     /// at once) clash once in four billion.
     private func shortRandom() -> String {
-        var bytes = [UInt8](repeating: 0, count: 4)
-        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 4) }
+        var bytes = [UInt8](repeating: 0, count: Self.randomLength / 2)
+        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, UInt($0.count)) }
         return bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+    }
+
+    /// The image as an argument of the `boot` and `run` steps: a relative path that starts with
+    /// `-` would be read as an option.
+    static func argument(_ image: String) -> String {
+        image.hasPrefix("-") ? "./" + image : image
     }
 
     private func lastLine(_ log: String) -> String {

@@ -26,6 +26,7 @@ struct IMGBoot: ParsableCommand {
     /// message; usage errors too, after the message and usage swift-argument-parser prints.
     static func main() {
         _ = Clock.start  // log times count from here
+        refuseArgumentsThatAreNotUTF8()
         do {
             var command = try parseAsRoot(normalizedArguments(Array(CommandLine.arguments.dropFirst())))
             try command.run()
@@ -33,7 +34,9 @@ struct IMGBoot: ParsableCommand {
         } catch let status as ExitCode {
             Glibc.exit(status.rawValue)
         } catch let error as IMGBootError {
-            writeError("imgboot: \(error.description)")
+            // The one line names the image, a partition or a path: any of them may hold
+            // characters a terminal would act on.
+            writeError("imgboot: \(printable(error.description))")
             Glibc.exit(error.exitStatus)
         } catch {
             // --help, --version, and usage errors.
@@ -41,8 +44,23 @@ struct IMGBoot: ParsableCommand {
                 print(fullMessage(for: error))
                 Glibc.exit(0)
             }
-            writeError(fullMessage(for: error))
+            // A usage error quotes the argument, which may be a file name.
+            writeError(printableLines(fullMessage(for: error)))
             Glibc.exit(failureStatus)
+        }
+    }
+}
+
+/// Swift reads the command line as UTF-8 and replaces what is not with U+FFFD: an image whose
+/// file name is not UTF-8 would be reported as "no such file", and an argument for the
+/// container would reach it changed. Both are refused instead, with the argument as it is.
+func refuseArgumentsThatAreNotUTF8() {
+    for n in 1..<Int(CommandLine.argc) {
+        guard let argument = CommandLine.unsafeArgv[n] else { continue }
+        let bytes = UnsafeBufferPointer(start: UnsafeRawPointer(argument).assumingMemoryBound(to: UInt8.self), count: strlen(argument))
+        if String(validating: bytes, as: UTF8.self) == nil {
+            writeError("imgboot: \(printable(bytes: bytes)): not valid UTF-8 (imgboot takes file names and arguments in UTF-8 only)")
+            Glibc.exit(IMGBoot.failureStatus)
         }
     }
 }
@@ -57,6 +75,11 @@ func normalizedArguments(_ arguments: [String]) -> [String] {
         result.append(options && argument == "--volatile" ? "--volatile=yes" : argument)
     }
     return result
+}
+
+/// `printable(_:)` for text of several lines: each line escaped, the newlines between kept.
+func printableLines(_ text: String) -> String {
+    text.split(separator: "\n", omittingEmptySubsequences: false).map { printable(String($0)) }.joined(separator: "\n")
 }
 
 /// Writes a line to stderr, unbuffered.

@@ -34,12 +34,13 @@ struct InspectReport {
         case nil: "none (a bare filesystem image)"
         }
         let header: [(String, String)] = [
-            ("Image", printable(image.image)),
+            ("Image", image.image),
             ("Size", "\(humanSize(image.size)) (\(image.size) bytes)"),
             ("Table", table),
             ("Disk UUID", image.imageUuid ?? "-"),
             ("Arch", image.architecture?.rawValue ?? "-"),
         ] + metadataLines
+        // Every value may come from the image (or be a file name): each is escaped here, once.
         for (key, value) in header {
             out += (key + ":").padding(to: 12) + printable(value) + "\n"
         }
@@ -59,7 +60,7 @@ struct InspectReport {
                 p.number == 0 ? "-" : String(p.number),
                 printable(designator),
                 printable(p.label ?? p.fsLabel ?? "-"),
-                p.uuid ?? "-",
+                printable(p.uuid ?? "-"),
                 printable(p.fsType ?? "-"),
                 humanSize(p.size),
                 flags.isEmpty ? "-" : flags.joined(separator: ","),
@@ -109,26 +110,8 @@ func humanSize(_ bytes: UInt64) -> String {
     return "\(tenths / 10).\(tenths % 10) \(units[unit])"
 }
 
-/// Text from an image made safe for a terminal: control characters are shown escaped
-/// (a label must not be able to move the cursor or change colours).
-func printable(_ text: String) -> String {
-    var out = ""
-    for scalar in text.unicodeScalars {
-        if scalar.value < 0x20 || scalar.value == 0x7F || (0x80..<0xA0).contains(scalar.value) {
-            out += "\\x" + String(scalar.value, radix: 16).leftPadded(to: 2)
-        } else {
-            out.unicodeScalars.append(scalar)
-        }
-    }
-    return out
-}
-
 extension String {
     func padding(to width: Int) -> String {
         count >= width ? self : self + String(repeating: " ", count: width - count)
-    }
-
-    func leftPadded(to width: Int) -> String {
-        count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }

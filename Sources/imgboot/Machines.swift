@@ -39,7 +39,8 @@ extension IMGBoot {
             clock_gettime(CLOCK_REALTIME, &ts)
             var rows = [["MACHINE", "KIND", "MODE", "LEADER", "UP", "IMAGE"]]
             for m in machines {
-                rows.append([m.name, m.kind, m.mode, String(m.leader), duration(Int(ts.tv_sec) - m.started), printable(m.image)])
+                rows.append([printable(m.name), printable(m.kind), printable(m.mode), String(m.leader),
+                             duration(Int(ts.tv_sec) - m.started), printable(m.image)])
             }
             let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
             for row in rows {

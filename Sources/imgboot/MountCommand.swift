@@ -39,7 +39,7 @@ extension IMGBoot {
             for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }
             let plan = try MountPlan.make(for: dissected, options: layering.options(default: .no))
             if dryRun {
-                print(plan.description)
+                print(printableLines(plan.description))
                 return
             }
             try requireRoot(image, "mounting")
@@ -58,7 +58,7 @@ extension IMGBoot {
                 try ImageUnmount.unmount(dir, logger: logger)
                 throw error
             }
-            for warning in tree.warnings { writeError("imgboot: \(image): \(warning)") }
+            for warning in tree.warnings { writeError("imgboot: " + printable("\(image): \(warning)")) }
         }
     }
 

@@ -93,6 +93,7 @@ func selfExecutable() throws -> String {
 /// Live lines for a terminal (one per image, redrawn: "booting → ready in 0.52 s → checks
 /// 2/2 → passed"), plain lines otherwise.
 final class SmokeDisplay: @unchecked Sendable {
+    /// The images' paths, as printable(_:) shows them.
     private let images: [String]
     private let live: Bool
     private var lines: [String]
@@ -100,9 +101,10 @@ final class SmokeDisplay: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
 
     init(images: [String], live: Bool) {
-        self.images = images
+        // Escaped once: a path is anyone's file name, and these lines are for a terminal.
+        self.images = images.map(printable)
         self.live = live
-        lines = images.map { "\($0): waiting" }
+        lines = self.images.map { "\($0): waiting" }
         pthread_mutex_init(&mutex, nil)
     }
 

@@ -21,7 +21,8 @@ struct StderrLogHandler: LogHandler {
         if logLevel <= .debug {
             line += "[\(formatSeconds(Clock.sinceStart()))] "
         }
-        line += "\(event.message)"
+        // Messages name images, partitions and paths: escaped here, once for every log line.
+        line += printable("\(event.message)")
         writeError(line)
     }
 }
