@@ -77,6 +77,16 @@ final class Console {
         return console
     }
 
+    /// Makes the pty the container's: owned by its root and its `tty` group (5), as the host
+    /// numbers them in `users` — otherwise, in a user namespace, /dev/console would belong to
+    /// nobody and root inside could not open it.
+    func giveSlave(to users: UserRange, subject: String) throws(BootError) {
+        guard slave >= 0 else { return }
+        guard fchown(slave, users.host(0), users.host(5)) == 0 else {
+            throw BootError(image: subject, "give the console \(slavePath) to the container's root", errno: errno)
+        }
+    }
+
     func closeSlave() {
         if slave >= 0 { close(slave) }
         slave = -1

@@ -59,80 +59,100 @@ public enum Container {
         defer { cgroup?.remove() }
         let devices = try DeviceCgroup.restrict(cgroup, machine: spec.machine, logger: logger)
         defer { devices?.remove() }
+        let lease: UserRangeLease?
+        do {
+            lease = try UserRangeLease.lease(spec.privateUsers, machine: spec.machine)
+        } catch {
+            throw BootError(image: image, error.description)
+        }
+        defer { lease?.release() }
+        let users: UserRange? = spec.privateUsers == .identity ? UserRange(base: 0, count: UserRange.size) : lease?.range
+        registration.update(users: users)
 
-        // The tree is built in a private mount namespace: the host never sees it, and leaving
-        // the namespace (setns back) undoes every mount of a failed setup at once.
-        let hostNamespace = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC)
-        guard hostNamespace >= 0 else { throw BootError(image: image, "open /proc/self/ns/mnt", errno: errno) }
-        defer { close(hostNamespace) }
         let treeDirectory = try makeTreeDirectory(machine: spec.machine, image: image)
         defer { rmdir(treeDirectory) }
-
-        guard imgboot_unshare(IMGBOOT_CLONE_NEWNS) == 0 else { throw BootError(image: image, "unshare the mount namespace", errno: errno) }
-        var inPrivateNamespace = true
-        func leavePrivateNamespace() {
-            guard inPrivateNamespace else { return }
-            if imgboot_setns(hostNamespace, IMGBOOT_CLONE_NEWNS) != 0 {
-                logger.error("\(image): cannot return to the host's mount namespace: \(String(cString: strerror(errno)))")
-            }
-            inPrivateNamespace = false
-        }
-        defer { leavePrivateNamespace() }
-        guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
-            throw BootError(image: image, "make the private mount namespace a slave", errno: errno)
-        }
-        // Staging mounts (overlay layers, yes's source of /usr) stay in the private namespace:
-        // they go with it (and, in the child's copy, with the host's root it detaches), all at
-        // once. They hang below a tmpfs of this namespace's own, so that their directories go
-        // with it too — even when imgboot is killed halfway, where a directory on the host's
-        // disk would stay for good.
-        guard mount("tmpfs", Self.stagingDirectory, "tmpfs", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=0700,size=1m") == 0 else {
-            throw BootError(image: image, "mount a tmpfs on \(Self.stagingDirectory)", errno: errno)
-        }
-
-        let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
-        let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory,
-                                         discardedStaging: Self.stagingDirectory, logger: logger)
-        for warning in tree.warnings { logger.warning("\(image): \(warning)") }
-        // The mounts hold the loop devices now.
-        attached.close()
-        clock.lap("mount")
-
-        let volatileEtc = spec.plan.mode == .yes || spec.plan.mode == .overlay
-        let prepared = try ContainerTree(root: treeDirectory, image: image, logger: logger)
-            .prepare(binds: spec.binds, shareNetwork: !spec.privateNetwork, volatileEtc: volatileEtc)
-        defer { close(prepared.notify) }
-
-        let command = spec.boot ? try initCommand(spec, root: treeDirectory) : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
         let console = try Console.open(boot: spec.boot, requested: spec.console, subject: image)
         defer { console.restore() }
+        if let users { try console.giveSlave(to: users, subject: image) }
         let environment = makeEnvironment(spec, console: console)
-        clock.lap("prepare")
-        try signals.checkpoint(image)
-
         let keep = Capabilities.keep(privateNetwork: spec.privateNetwork)
         let filter = try SyscallFilter.compile(keeping: keep)
         let initFD = spec.boot ? -1 : try ContainerInit.memfd(subject: image)
         defer { if initFD >= 0 { close(initFD) } }
+        // boot: argv[0] is replaced by the init the tree has (the go byte says which).
+        let command = spec.boot ? [initPaths[0]] + spec.arguments : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
         let argv = spec.boot ? command : [ContainerInit.name] + command
+        // A user namespace cannot mount sysfs for the host's network namespace: imgboot does.
+        let sysMountedHere = users != nil && !spec.privateNetwork
+        clock.lap("prepare")
+        try signals.checkpoint(image)
+
+        // The child starts first, in namespaces of its own, and waits. Its mount namespace (a
+        // copy of ours) is where the tree is mounted — the host never sees it, and it goes with
+        // the child, all at once — and its user namespace, once mapped, is what the image's
+        // filesystems are idmapped to.
         let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
-                              cgroup: cgroup, keep: keep, filter: filter, initFD: initFD, image: image)
+                              cgroup: cgroup, keep: keep, filter: filter, initFD: initFD, users: users,
+                              mountSys: !sysMountedHere, image: image)
         defer { close(child.pidfd) }
-        do {
-            try devices?.add(child.pid)
-        } catch {
-            _ = imgboot_pidfd_send_signal(child.pidfd, SIGKILL)
-            var code: Int32 = 0, killed: Int32 = 0
-            _ = imgboot_pidfd_wait(child.pidfd, 0, &code, &killed)
-            throw error
+        var started = false
+        defer {
+            if !started {
+                // Before the go byte, nothing of the image's ran: killed, the child takes its
+                // mount namespace and every mount of the tree with it.
+                close(child.sync)
+                _ = imgboot_pidfd_send_signal(child.pidfd, SIGKILL)
+                var code: Int32 = 0, killed: Int32 = 0
+                _ = imgboot_pidfd_wait(child.pidfd, 0, &code, &killed)
+            }
         }
-        // The child waits for this byte: it is placed in its cgroups and may go on.
+        if let users { try UserNamespaceSetup.writeMaps(pid: child.pid, users, subject: image) }
+        if let cgroup, let users { try cgroup.delegate(to: users) }
+        try devices?.add(child.pid)
+
+        // Idmapped mounts need the namespace's descriptor; an identity map needs none.
+        let idmap: Int32 = users.map { $0.base == 0 ? -1 : open("/proc/\(child.pid)/ns/user", O_RDONLY | O_CLOEXEC) } ?? -1
+        defer { if idmap >= 0 { close(idmap) } }
+        if users != nil && users?.base != 0 && idmap < 0 {
+            throw BootError(image: image, "open the container's user namespace", errno: errno)
+        }
         var go: UInt8 = 1
+        let prepared = try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> ContainerTree.Prepared in
+            guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
+                throw BootError(image: image, "make the container's mount namespace a slave", errno: errno)
+            }
+            // Staging mounts (overlay layers, yes's source of /usr) stay in the container's mount
+            // namespace, below a tmpfs of its own: they go with it, directories included, even
+            // when imgboot is killed halfway.
+            guard mount("tmpfs", Self.stagingDirectory, "tmpfs", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=0700,size=1m") == 0 else {
+                throw BootError(image: image, "mount a tmpfs on \(Self.stagingDirectory)", errno: errno)
+            }
+            let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
+            let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory,
+                                             discardedStaging: Self.stagingDirectory,
+                                             owner: users.map { MountedTree.Owner(idmap: idmap, uid: $0.base, gid: $0.base) },
+                                             logger: logger)
+            for warning in tree.warnings { logger.warning("\(image): \(warning)") }
+            // The mounts hold the loop devices now.
+            attached.close()
+            clock.lap("mount")
+
+            let volatileEtc = spec.plan.mode == .yes || spec.plan.mode == .overlay
+            let prepared = try ContainerTree(root: treeDirectory, image: image, users: users, idmap: idmap, logger: logger)
+                .prepare(binds: spec.binds, shareNetwork: !spec.privateNetwork, volatileEtc: volatileEtc, mountSys: sysMountedHere)
+            if spec.boot { go = try initChoice(spec, root: treeDirectory) }
+            return prepared
+        }
+        defer { close(prepared.notify) }
+        clock.lap("prepare tree")
+        try signals.checkpoint(image)
+
+        // The child waits for this byte: its maps are written, it is placed in its cgroups, its
+        // tree is mounted, and it may go on.
         _ = write(child.sync, &go, 1)
         close(child.sync)
+        started = true
         registration.update(leader: child.pid, cgroup: cgroup?.path)
-        // Only the child's copy of the namespace holds the tree now; ours goes with us.
-        leavePrivateNamespace()
         clock.lap("spawn")
 
         let supervisor = Supervisor(
@@ -155,7 +175,8 @@ public enum Container {
 
     private static func spawn(
         _ spec: ContainerSpec, root: String, argv: [String], environment: [String], console: Console,
-        cgroup: MachineCgroup?, keep: UInt64, filter: [UInt8], initFD: Int32, image: String
+        cgroup: MachineCgroup?, keep: UInt64, filter: [UInt8], initFD: Int32, users: UserRange?, mountSys: Bool,
+        image: String
     ) throws -> Child {
         var errorPipe: [Int32] = [-1, -1], syncPipe: [Int32] = [-1, -1]
         guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
@@ -166,7 +187,7 @@ public enum Container {
         }
         defer { close(errorPipe[1]); close(syncPipe[0]) }
 
-        let cArgv = CStringArray(argv), cEnv = CStringArray(environment)
+        let cArgv = CStringArray(argv), cEnv = CStringArray(environment), cInits = CStringArray(initPaths)
         var pidfd: Int32 = -1
         let pid = root.withCString { rootPtr in
             (spec.hostname ?? spec.machine).withCString { hostPtr in
@@ -174,7 +195,8 @@ public enum Container {
                 filter.withUnsafeBytes { filterBytes in
                     var config = imgboot_container(
                         root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
-                        boot: spec.boot ? 1 : 0, init_fd: initFD,
+                        boot: spec.boot ? 1 : 0, init_fd: initFD, init_paths: UnsafeRawPointer(cInits.pointer).assumingMemoryBound(to: UnsafePointer<CChar>?.self),
+                        user_namespace: users == nil ? 0 : 1, mount_sys: mountSys ? 1 : 0,
                         seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                         console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
                         private_network: spec.privateNetwork ? 1 : 0,
@@ -194,14 +216,16 @@ public enum Container {
         return Child(pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], sync: syncPipe[1])
     }
 
-    /// The image's init: the first of `initPaths` that exists as an executable inside the tree.
-    private static func initCommand(_ spec: ContainerSpec, root: String) throws -> [String] {
+    /// The image's init: the first of `initPaths` that exists as an executable inside the tree,
+    /// as its 1-based position in that list (the go byte tells the child).
+    private static func initChoice(_ spec: ContainerSpec, root: String) throws -> UInt8 {
         let top = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
         guard top >= 0 else { throw BootError(image: spec.image.image, "open the tree", errno: errno) }
         defer { close(top) }
-        for path in initPaths {
+        for (index, path) in initPaths.enumerated() {
+            // A miss is the answer (no such file, not a regular file): try the next.
             guard let file = try? TreePath(root: top, path: path, kind: S_IFREG) else { continue }
-            if access(file.procPath, X_OK) == 0 { return [path] + spec.arguments }
+            if access(file.procPath, X_OK) == 0 { return UInt8(index + 1) }
         }
         throw BootError(image: spec.image.image, "no init to boot: none of \(initPaths.joined(separator: ", ")) is in the image (use `imgboot run` to run a command)")
     }

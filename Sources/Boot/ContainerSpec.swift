@@ -31,6 +31,8 @@ public struct ContainerSpec: Sendable {
     public var environment: [String]
     public var binds: [Bind]
     public var privateNetwork: Bool
+    /// `--private-users`: the container's user namespace, if any.
+    public var privateUsers: PrivateUsers
     /// `boot`: how the console is relayed. `run` uses a terminal when stdin and stdout are
     /// terminals, else passes the standard streams through untouched.
     public var console: Console?
@@ -38,7 +40,7 @@ public struct ContainerSpec: Sendable {
     public init(
         image: DissectedImage, plan: MountPlan, machine: String, machineNameIsExplicit: Bool = false,
         hostname: String?, arguments: [String], boot: Bool, environment: [String] = [], binds: [Bind] = [],
-        privateNetwork: Bool = false, console: Console? = nil
+        privateNetwork: Bool = false, privateUsers: PrivateUsers = .no, console: Console? = nil
     ) {
         self.image = image
         self.plan = plan
@@ -50,6 +52,7 @@ public struct ContainerSpec: Sendable {
         self.environment = environment
         self.binds = binds
         self.privateNetwork = privateNetwork
+        self.privateUsers = privateUsers
         self.console = console
     }
 
@@ -58,27 +61,38 @@ public struct ContainerSpec: Sendable {
         public var source: String
         public var target: String
         public var readOnly: Bool
+        /// With a user namespace: map the host's owners into the container (the host's root is
+        /// the container's root on this bind), as nspawn's `idmap` option. Without it, files of
+        /// the host's users show as owned by nobody in the container, and stay theirs.
+        public var idmap: Bool
 
-        public init(source: String, target: String, readOnly: Bool) {
+        public init(source: String, target: String, readOnly: Bool, idmap: Bool = false) {
             self.source = source
             self.target = target
             self.readOnly = readOnly
+            self.idmap = idmap
         }
 
-        /// Parses nspawn's syntax: `SRC[:DST[:OPTIONS]]`, OPTIONS `ro` or `rw`; DST defaults to
-        /// SRC. Both must be absolute. Nil with a reason when malformed.
+        /// Parses nspawn's syntax: `SRC[:DST[:OPTIONS]]`, OPTIONS a comma-separated list of `ro`,
+        /// `rw`, `idmap`, `noidmap`; DST defaults to SRC. Both must be absolute. Nil with a
+        /// reason when malformed.
         public static func parse(_ text: String, readOnly: Bool) -> Result<Bind, BindSyntaxError> {
             let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
             guard (1...3).contains(parts.count), let source = parts.first, !source.isEmpty else {
-                return .failure(BindSyntaxError(text: text, reason: "expected SRC[:DST[:ro]]"))
+                return .failure(BindSyntaxError(text: text, reason: "expected SRC[:DST[:OPTIONS]]"))
             }
             let target = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
-            var ro = readOnly
+            var ro = readOnly, idmap = false
             if parts.count == 3 {
-                switch parts[2] {
-                case "ro": ro = true
-                case "rw": ro = false
-                default: return .failure(BindSyntaxError(text: text, reason: "unknown option \"\(parts[2])\" (ro or rw)"))
+                for option in parts[2].split(separator: ",", omittingEmptySubsequences: false) {
+                    switch option {
+                    case "ro": ro = true
+                    case "rw": ro = false
+                    case "idmap": idmap = true
+                    case "noidmap": idmap = false
+                    default:
+                        return .failure(BindSyntaxError(text: text, reason: "unknown option \"\(option)\" (ro, rw, idmap or noidmap)"))
+                    }
                 }
             }
             guard source.hasPrefix("/"), target.hasPrefix("/") else {
@@ -87,7 +101,7 @@ public struct ContainerSpec: Sendable {
             guard !target.split(separator: "/").contains("..") else {
                 return .failure(BindSyntaxError(text: text, reason: "the container path may not contain \"..\""))
             }
-            return .success(Bind(source: source, target: target, readOnly: ro))
+            return .success(Bind(source: source, target: target, readOnly: ro, idmap: idmap))
         }
     }
 

@@ -17,7 +17,21 @@ import Mount
 struct ContainerTree {
     let root: String
     let image: String
+    /// With a user namespace: the host IDs of the container's users. What imgboot creates here
+    /// belongs to the container's root (`users.host(0)`), not the host's.
+    let users: UserRange?
+    /// The user namespace, for binds asked to be idmapped (`:idmap`); -1 when there is none or
+    /// its map is the identity.
+    let idmap: Int32
     let logger: Logger
+
+    init(root: String, image: String, users: UserRange? = nil, idmap: Int32 = -1, logger: Logger) {
+        self.root = root
+        self.image = image
+        self.users = users
+        self.idmap = idmap
+        self.logger = logger
+    }
 
     typealias Bind = ContainerSpec.Bind
 
@@ -31,7 +45,7 @@ struct ContainerTree {
         ("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0),
     ]
 
-    func prepare(binds: [Bind], shareNetwork: Bool, volatileEtc: Bool) throws(BootError) -> Prepared {
+    func prepare(binds: [Bind], shareNetwork: Bool, volatileEtc: Bool, mountSys: Bool = false) throws(BootError) -> Prepared {
         let top = try openRoot()
         defer { close(top) }
 
@@ -39,44 +53,56 @@ struct ContainerTree {
         // mount points are checked (or made, on a writable tree) here, as /dev's is, so that an
         // image whose /proc is a symlink or a file gets the same words as one whose /dev is.
         for path in ["/proc", "/sys"] { _ = try mountPoint(path, top: top) }
+        // Except sysfs under a user namespace on the host's network: the child could not.
+        if mountSys {
+            try mount("sysfs", fsType: "sysfs", at: "/sys", options: "", flags: UInt(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC), top: top)
+        }
 
         // /dev
-        try mount("tmpfs", fsType: "tmpfs", at: "/dev", options: "mode=0755,size=4m,nr_inodes=64k", flags: UInt(MS_NOSUID | MS_NOEXEC), top: top)
+        try mount("tmpfs", fsType: "tmpfs", at: "/dev", options: owned("mode=0755,size=4m,nr_inodes=64k"), flags: UInt(MS_NOSUID | MS_NOEXEC), top: top)
         let dev = try resolve("/dev", top: top)
         for d in Self.devices {
-            guard mknodat(dev.fd, d.name, S_IFCHR | 0o666, dev_t(imgboot_makedev(d.major, d.minor))) == 0 else {
+            guard mknodat(dev.fd, d.name, S_IFCHR | 0o666, dev_t(imgboot_makedev(d.major, d.minor))) == 0,
+                  fchmodat(dev.fd, d.name, 0o666, 0) == 0 else {
                 throw BootError(image: image, "create /dev/\(d.name)", errno: errno)
             }
-            _ = fchmodat(dev.fd, d.name, 0o666, 0)
+            try own(d.name, in: dev.fd, "/dev/\(d.name)")
         }
         for (name, mode) in [("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)] as [(String, mode_t)] {
             guard mkdirat(dev.fd, name, mode) == 0, fchmodat(dev.fd, name, mode, 0) == 0 else {
                 throw BootError(image: image, "create /dev/\(name)", errno: errno)
             }
+            try own(name, in: dev.fd, "/dev/\(name)")
         }
         for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                                ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
             guard symlinkat(target, dev.fd, link) == 0 else { throw BootError(image: image, "create /dev/\(link)", errno: errno) }
+            try own(link, in: dev.fd, "/dev/\(link)")
         }
         let console = openat(dev.fd, "console", O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
         guard console >= 0 else { throw BootError(image: image, "create /dev/console", errno: errno) }
         close(console)
-        try mount("devpts", fsType: "devpts", at: "/dev/pts", options: "newinstance,ptmxmode=0666,mode=0620,gid=5",
+        try own("console", in: dev.fd, "/dev/console")
+        // New ptys belong to whoever opens them, in the group `tty` (5) — the container's.
+        let tty = users.map { $0.host(5) } ?? 5
+        try mount("devpts", fsType: "devpts", at: "/dev/pts", options: "newinstance,ptmxmode=0666,mode=0620,gid=\(tty)",
                   flags: UInt(MS_NOSUID | MS_NOEXEC), top: top)
-        try mount("tmpfs", fsType: "tmpfs", at: "/dev/shm", options: "mode=1777,size=25%,nr_inodes=1m",
+        try mount("tmpfs", fsType: "tmpfs", at: "/dev/shm", options: owned("mode=1777,size=25%,nr_inodes=1m"),
                   flags: UInt(MS_NOSUID | MS_NODEV), top: top)
 
         // /run, /tmp
-        try mount("tmpfs", fsType: "tmpfs", at: "/run", options: "mode=0755,size=20%,nr_inodes=800k",
+        try mount("tmpfs", fsType: "tmpfs", at: "/run", options: owned("mode=0755,size=20%,nr_inodes=800k"),
                   flags: UInt(MS_NOSUID | MS_NODEV), top: top)
-        try mount("tmpfs", fsType: "tmpfs", at: "/tmp", options: "mode=1777,size=25%,nr_inodes=1m",
+        try mount("tmpfs", fsType: "tmpfs", at: "/tmp", options: owned("mode=1777,size=25%,nr_inodes=1m"),
                   flags: UInt(MS_NOSUID | MS_NODEV), top: top)
         let run = try resolve("/run", top: top)
         guard mkdirat(run.fd, "host", 0o755) == 0 else { throw BootError(image: image, "create /run/host", errno: errno) }
+        try own("host", in: run.fd, "/run/host")
         let host = try resolve("/run/host", top: top)
         try writeFile(in: host.fd, "container-manager", "imgboot\n")
         try writeFile(in: host.fd, "boot_id", Container.randomUUID() + "\n")
         let notify = try bindNotifySocket(in: host)
+        try own("notify", in: host.fd, "/run/host/notify")
 
         // The host's DNS configuration (a private copy: the container cannot write the host's)
         // and timezone.
@@ -92,6 +118,21 @@ struct ContainerTree {
     }
 
     // MARK: Pieces
+
+    /// tmpfs options, owned by the container's root when there is a user namespace.
+    private func owned(_ options: String) -> String {
+        guard let users else { return options }
+        return options + ",uid=\(users.host(0)),gid=\(users.host(0))"
+    }
+
+    /// Gives `name` (in the directory `dir`; a symlink itself, not its target) to the container's
+    /// root, when there is a user namespace: what imgboot creates in the tree is root's inside.
+    private func own(_ name: String, in dir: Int32, _ path: String) throws(BootError) {
+        guard let users else { return }
+        guard fchownat(dir, name, users.host(0), users.host(0), AT_SYMLINK_NOFOLLOW) == 0 else {
+            throw BootError(image: image, "give \(path) to the container's root", errno: errno)
+        }
+    }
 
     private func openRoot() throws(BootError) -> Int32 {
         let fd = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
@@ -144,9 +185,11 @@ struct ContainerTree {
         if parent.isOnReadOnlyMount {
             throw BootError(image: image, "the read-only image has no \(path) directory (imgboot never writes the image to create it)")
         }
-        guard mkdirat(parent.fd, name, 0o755) == 0 || errno == EEXIST else {
-            throw BootError(image: image, "create \(path)", errno: errno)
+        if mkdirat(parent.fd, name, 0o755) != 0 {
+            guard errno == EEXIST else { throw BootError(image: image, "create \(path)", errno: errno) }
+            return
         }
+        try own(name, in: parent.fd, path)
     }
 
     /// The directory holding `path`, created first (with its own parents) when it is missing.
@@ -189,6 +232,9 @@ struct ContainerTree {
         let fd = openat(dir, name, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode)
         guard fd >= 0 else { throw BootError(image: image, "create \(name)", errno: errno) }
         defer { close(fd) }
+        if let users, fchown(fd, users.host(0), users.host(0)) != 0 {
+            throw BootError(image: image, "give \(name) to the container's root", errno: errno)
+        }
         var done = 0
         while done < content.count {
             let n = content.withUnsafeBytes { write(fd, $0.baseAddress! + done, content.count - done) }
@@ -252,6 +298,14 @@ struct ContainerTree {
         } catch {
             throw BootError(image: image, "--bind target \(bind.target)", errno: error.errno)
         }
+        if bind.idmap && idmap >= 0 {
+            // The host's owners, mapped into the container (the host's root is its root): one
+            // mount, not recursive (a mapping is per mount), read-only from the start if asked.
+            guard imgboot_bind_idmapped(source, idmap, bind.readOnly ? 1 : 0, target.fd) == 0 else {
+                throw BootError(image: image, "bind \(bind.source) on \(bind.target) idmapped", errno: errno)
+            }
+            return
+        }
         guard Glibc.mount("/proc/self/fd/\(source)", target.procPath, nil, UInt(MS_BIND | MS_REC), nil) == 0 else {
             throw BootError(image: image, "bind \(bind.source) on \(bind.target)", errno: errno)
         }
@@ -272,9 +326,11 @@ struct ContainerTree {
         if parent.isOnReadOnlyMount {
             throw BootError(image: image, "the read-only image has no \(path) (imgboot never writes the image to create it)")
         }
-        let fd = openat(parent.fd, String(path[path.index(after: slash)...]), O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        let name = String(path[path.index(after: slash)...])
+        let fd = openat(parent.fd, name, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else { throw BootError(image: image, "create \(path)", errno: errno) }
         close(fd)
+        try own(name, in: parent.fd, path)
     }
 
     private func file(_ path: String, top: Int32) throws(BootError) -> TreePath {

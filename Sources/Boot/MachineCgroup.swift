@@ -48,6 +48,17 @@ public final class MachineCgroup {
 
     deinit { close(fd) }
 
+    /// Delegates the cgroup to the container's root (`users`), as cgroup v2 delegation has it:
+    /// the directory and the files that let its owner make children and move processes. systemd
+    /// inside, root of its user namespace, manages its services below it.
+    func delegate(to users: UserRange) throws(BootError) {
+        for name in [".", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+            guard fchownat(fd, name, users.host(0), users.host(0), 0) == 0 || errno == ENOENT else {
+                throw BootError(image: path, "delegate \(name) to the container's root", errno: errno)
+            }
+        }
+    }
+
     /// Removes the cgroup and whatever the machine made below it. Its processes are gone by
     /// then; the kernel may take a moment to let go of the last one, hence the bounded retry.
     public func remove() {

@@ -26,10 +26,13 @@ public enum MachineRegistry {
         public var started: Int
         /// The machine's cgroup directory on the host, if it has one.
         public var cgroup: String?
+        /// The host IDs its users are (--private-users), if it has a user namespace.
+        public var users: UserRange?
 
         var text: String {
             ["name=\(name)", "leader=\(leader)", "supervisor=\(supervisor)", "image=\(image)", "mode=\(mode)",
-             "kind=\(kind)", "started=\(started)", "cgroup=\(cgroup ?? "")"].joined(separator: "\n") + "\n"
+             "kind=\(kind)", "started=\(started)", "cgroup=\(cgroup ?? "")",
+             "users=\(users.map { "\($0.base):\($0.count)" } ?? "")"].joined(separator: "\n") + "\n"
         }
 
         init(name: String, leader: pid_t, supervisor: pid_t, image: String, mode: String, kind: String, started: Int, cgroup: String?) {
@@ -54,6 +57,9 @@ public enum MachineRegistry {
             self.init(name: name, leader: leader, supervisor: supervisor, image: fields["image"] ?? "",
                       mode: fields["mode"] ?? "", kind: fields["kind"] ?? "", started: fields["started"].flatMap { Int($0) } ?? 0,
                       cgroup: fields["cgroup"].flatMap { $0.isEmpty ? nil : $0 })
+            if case .range(let base, let count)? = fields["users"].flatMap(PrivateUsers.init(parsing:)) {
+                users = UserRange(base: base, count: count)
+            }
         }
     }
 
@@ -70,6 +76,12 @@ public enum MachineRegistry {
         }
 
         deinit { unregister() }
+
+        /// Records the host IDs of the machine's users.
+        public func update(users: UserRange?) {
+            machine.users = users
+            write()
+        }
 
         /// Records the container's PID 1 (and its cgroup) once it exists.
         public func update(leader: pid_t, cgroup: String?) {

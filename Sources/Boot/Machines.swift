@@ -46,7 +46,8 @@ public enum Machines {
         let pid = filter.withUnsafeBytes { filterBytes in
             var config = imgboot_enter(
                 leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
-                console_fd: console.slave, console_streams: console.streams, init_fd: initFD,
+                console_fd: console.slave, console_streams: console.streams,
+                user_namespace: hasUserNamespace(machine.leader) ? 1 : 0, init_fd: initFD,
                 seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                 keep_capabilities: keep, error_fd: errorPipe[1])
             return imgboot_enter_start(&config, &pidfd)
@@ -93,6 +94,18 @@ public enum Machines {
         }
         if MachineRegistry.lookup(name)?.supervisor == machine.supervisor { clean = false }
         return clean
+    }
+
+    /// Whether the process `pid` is in a user namespace other than imgboot's (the machine runs
+    /// with --private-users other than `no`).
+    static func hasUserNamespace(_ pid: pid_t) -> Bool {
+        func namespace(_ path: String) -> String? {
+            var buffer = [CChar](repeating: 0, count: 64)
+            let n = readlink(path, &buffer, buffer.count - 1)
+            return n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
+        }
+        guard let theirs = namespace("/proc/\(pid)/ns/user"), let ours = namespace("/proc/self/ns/user") else { return false }
+        return theirs != ours
     }
 
     /// Waits until the process of `pidfd` ends (pidfds become readable), at most `seconds`.

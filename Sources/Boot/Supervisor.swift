@@ -273,6 +273,7 @@ func describeStep(_ step: Int32) -> String {
     case IMGBOOT_STEP_KEYRING.rawValue: "join a session keyring of its own"
     case IMGBOOT_STEP_SECCOMP.rawValue: "install the seccomp filter"
     case IMGBOOT_STEP_INIT.rawValue: "execute imgboot-init"
+    case IMGBOOT_STEP_USER_NAMESPACE.rawValue: "become root of the user namespace"
     default: "step \(step)"
     }
 }

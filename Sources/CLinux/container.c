@@ -27,6 +27,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <grp.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -271,7 +272,7 @@ static _Noreturn void child(const struct imgboot_container *c) {
     // If imgboot dies, so does the container (and with it every mount and loop device).
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         fail(IMGBOOT_STEP_SIGNALS);
-    char go;
+    unsigned char go;
     ssize_t n;
     do {
         n = read(c->sync_fd, &go, 1);
@@ -281,6 +282,22 @@ static _Noreturn void child(const struct imgboot_container *c) {
     close(c->sync_fd);
     reset_signals();
 
+    // The tree lies below imgboot's root-only directories: opened while this process still has
+    // host root's UID, before it becomes the user namespace's root.
+    int root = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0)
+        fail(IMGBOOT_STEP_ROOT);
+
+    // The maps are written: become the namespace's root (the creator's IDs are not mapped in it).
+    if (c->user_namespace) {
+        if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            fail(IMGBOOT_STEP_USER_NAMESPACE);
+    }
+    // This copy of the caller's memory is the child's own: the init the caller chose goes in.
+    char **argv = (char **)c->argv;
+    if (c->boot && c->init_paths && go >= 1)
+        argv[0] = (char *)c->init_paths[go - 1];
+
     // Already in the machine's cgroup (CLONE_INTO_CGROUP): root the namespace there.
     if (c->cgroup_fd >= 0) {
         if (unshare(CLONE_NEWCGROUP) < 0)
@@ -289,10 +306,6 @@ static _Noreturn void child(const struct imgboot_container *c) {
     }
     if (c->private_network)
         loopback_up();
-
-    int root = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (root < 0)
-        fail(IMGBOOT_STEP_ROOT);
 
     // The API filesystems that belong to the new namespaces. Every target is looked up inside
     // the tree and must be a real directory.
@@ -320,7 +333,8 @@ static _Noreturn void child(const struct imgboot_container *c) {
     make_read_only(root, "proc/sys", IMGBOOT_STEP_PROC_READ_ONLY);
     make_read_only(root, "proc/sysrq-trigger", IMGBOOT_STEP_PROC_READ_ONLY);
 
-    mount_in_root(root, "sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_SYS);
+    if (c->mount_sys)
+        mount_in_root(root, "sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_SYS);
     if (c->cgroup_fd >= 0)
         mount_in_root(root, "sys/fs/cgroup", "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_CGROUP);
     mount_in_root(root, "dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_MQUEUE);
@@ -362,7 +376,7 @@ static _Noreturn void child(const struct imgboot_container *c) {
         fail(IMGBOOT_STEP_SESSION);
 
     if (!c->boot)
-        exec_init(c->console_fd, c->console_streams, c->init_fd, c->argv, c->envp, c->keep_capabilities,
+        exec_init(c->console_fd, c->console_streams, c->init_fd, argv, c->envp, c->keep_capabilities,
                   c->seccomp_filter, c->seccomp_length);
     // An init takes /dev/console as its terminal by itself; it only needs the standard streams.
     if (c->console_fd >= 0)
@@ -371,7 +385,7 @@ static _Noreturn void child(const struct imgboot_container *c) {
     join_session_keyring();
     drop_capabilities(c->keep_capabilities);
     install_filter(c->seccomp_filter, c->seccomp_length);
-    execve(c->argv[0], c->argv, c->envp);
+    execve(argv[0], argv, c->envp);
     fail(IMGBOOT_STEP_EXEC);
 }
 
@@ -394,6 +408,8 @@ pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd
     uint64_t flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC;
     if (config->private_network)
         flags |= CLONE_NEWNET;
+    if (config->user_namespace)
+        flags |= CLONE_NEWUSER;
     pid_t pid = clone_into(flags, config->cgroup_fd, pidfd);
     if (pid == 0)
         child(config);
@@ -405,8 +421,11 @@ static _Noreturn void enter_child(const struct imgboot_enter *e) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
         fail(IMGBOOT_STEP_SIGNALS);
     reset_signals();
-    if (setns(e->leader_pidfd, CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP) < 0)
+    int namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+    if (setns(e->leader_pidfd, namespaces | (e->user_namespace ? CLONE_NEWUSER : 0)) < 0)
         fail(IMGBOOT_STEP_ROOT);
+    if (e->user_namespace && (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
+        fail(IMGBOOT_STEP_USER_NAMESPACE);
     close(e->leader_pidfd);
     if (e->cgroup_fd >= 0)
         close(e->cgroup_fd);

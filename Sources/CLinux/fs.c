@@ -11,6 +11,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <string.h>
 #include <unistd.h>
 
 int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
@@ -61,6 +62,95 @@ fail:
 }
 
 int imgboot_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+/// Attaches the detached mount `mnt` (fsmount or open_tree clone) on the directory or file open
+/// at `target_fd` (O_PATH will do), idmapped through `userns_fd` first when that is not -1.
+/// Closes `mnt`.
+static int attach_detached(int mnt, int userns_fd, uint64_t attributes, int target_fd) {
+    int saved;
+    if (userns_fd >= 0 || attributes) {
+        struct mount_attr attr = { .attr_set = attributes, .userns_fd = userns_fd < 0 ? 0 : (uint64_t)userns_fd };
+        if (userns_fd >= 0)
+            attr.attr_set |= MOUNT_ATTR_IDMAP;
+        if (syscall(SYS_mount_setattr, mnt, "", AT_EMPTY_PATH, &attr, sizeof attr) < 0)
+            goto fail;
+    }
+    if (syscall(SYS_move_mount, mnt, "", target_fd, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        goto fail;
+    close(mnt);
+    return 0;
+fail:
+    saved = errno;
+    close(mnt);
+    errno = saved;
+    return -1;
+}
+
+int imgboot_mount_idmapped(const char *source, const char *fstype, const char *options, int userns_fd,
+                           int target_fd) {
+    int fs = (int)syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC);
+    if (fs < 0)
+        return -1;
+    int saved;
+    uint64_t attributes = 0;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", source, 0) < 0)
+        goto fail;
+    // options: "ro,nodev,norecovery,rescue=nologreplay": mount attributes, superblock flags and
+    // key=value options, as mount(8) would sort them.
+    char option[256];
+    for (const char *p = options ? options : ""; *p;) {
+        size_t n = 0;
+        while (p[n] && p[n] != ',')
+            n++;
+        if (n >= sizeof option) {
+            errno = EINVAL;
+            goto fail;
+        }
+        memcpy(option, p, n);
+        option[n] = '\0';
+        p += n + (p[n] == ',');
+        char *equals = strchr(option, '=');
+        long r = 0;
+        if (n == 0 || strcmp(option, "rw") == 0)
+            continue;
+        else if (strcmp(option, "nodev") == 0)
+            attributes |= MOUNT_ATTR_NODEV;
+        else if (strcmp(option, "nosuid") == 0)
+            attributes |= MOUNT_ATTR_NOSUID;
+        else if (strcmp(option, "noexec") == 0)
+            attributes |= MOUNT_ATTR_NOEXEC;
+        else if (strcmp(option, "ro") == 0) {
+            attributes |= MOUNT_ATTR_RDONLY;
+            r = syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "ro", NULL, 0);
+        } else if (equals) {
+            *equals = '\0';
+            r = syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, option, equals + 1, 0);
+        } else {
+            r = syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, option, NULL, 0);
+        }
+        if (r < 0)
+            goto fail;
+    }
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        goto fail;
+    int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attributes);
+    if (mnt < 0)
+        goto fail;
+    close(fs);
+    return attach_detached(mnt, userns_fd, 0, target_fd);
+fail:
+    saved = errno;
+    close(fs);
+    errno = saved;
+    return -1;
+}
+
+int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int target_fd) {
+    int mnt = (int)syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
+    if (mnt < 0)
+        return -1;
+    return attach_detached(mnt, userns_fd, read_only ? MOUNT_ATTR_RDONLY : 0, target_fd);
+}
 
 #ifndef MFD_EXEC
 #define MFD_EXEC 0x0010U

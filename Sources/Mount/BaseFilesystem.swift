@@ -17,8 +17,9 @@ enum BaseFilesystem {
         ("bin", "usr/bin"), ("sbin", "usr/sbin"), ("lib", "usr/lib"), ("lib64", "usr/lib64"),
     ]
 
-    /// Creates the skeleton in the directory `root` (a descriptor of the tmpfs root).
-    static func create(in root: Int32, image: String) throws(MountError) {
+    /// Creates the skeleton in the directory `root` (a descriptor of the tmpfs root), owned by
+    /// `owner` (host UID and GID of the container's root, with a user namespace) or root.
+    static func create(in root: Int32, image: String, owner: (uid: UInt32, gid: UInt32)? = nil) throws(MountError) {
         for (path, mode) in directories {
             if mkdirat(root, path, mode) != 0 {
                 // Already there: /usr, with the image mounted on it.
@@ -29,6 +30,9 @@ enum BaseFilesystem {
             guard fchmodat(root, path, mode, 0) == 0 else {
                 throw MountError(image: image, .failed(operation: "set the mode of /\(path)", errno: errno))
             }
+            if let owner, fchownat(root, path, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0 {
+                throw MountError(image: image, .failed(operation: "set the owner of /\(path)", errno: errno))
+            }
         }
         for (link, target) in usrLinks {
             var st = stat()
@@ -36,6 +40,7 @@ enum BaseFilesystem {
             if symlinkat(target, root, link) != 0 && errno != EEXIST {
                 throw MountError(image: image, .failed(operation: "create /\(link) -> \(target)", errno: errno))
             }
+            if let owner { _ = fchownat(root, link, owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) }
         }
     }
 }

@@ -34,11 +34,29 @@ public final class MountedTree {
     /// to be thrown away (a container's): they are then left where they are, to go with the
     /// namespace all at once, instead of being detached one by one (each detach waits for an
     /// RCU grace period). The caller removes the directory's empty skeleton afterwards.
+    /// Whose the tree is, for a container with a user namespace: the image's filesystems are
+    /// idmapped through `idmap` (the image's UID 0 becomes the namespace's root), and what
+    /// imgboot creates — tmpfs roots, overlay uppers, the base filesystem — belongs to
+    /// `uid`/`gid`, the namespace's root as the host numbers it.
+    public struct Owner: Sendable {
+        /// The user namespace's descriptor, or -1 when its map is the identity (nothing to map).
+        public var idmap: Int32
+        public var uid: UInt32
+        public var gid: UInt32
+
+        public init(idmap: Int32, uid: UInt32, gid: UInt32) {
+            self.idmap = idmap
+            self.uid = uid
+            self.gid = gid
+        }
+    }
+
     public static func apply(
         _ plan: MountPlan, image: DissectedImage, devices: [Int: String], at root: String,
-        discardedStaging: String? = nil, logger: Logger = Logger(label: "imgboot.mount")
+        discardedStaging: String? = nil, owner: Owner? = nil, logger: Logger = Logger(label: "imgboot.mount")
     ) throws(MountError) -> MountedTree {
         let tree = MountedTree(root: root, image: image.image, logger: logger)
+        tree.owner = owner
         if let discardedStaging {
             guard mkdir(discardedStaging, 0o700) == 0 || errno == EEXIST else {
                 throw MountError(image: image.image, .failed(operation: "create \(discardedStaging)", errno: errno))
@@ -58,6 +76,8 @@ public final class MountedTree {
 
     /// The staging mounts stay (see `apply`'s `discardedStaging`).
     private var keepStaging = false
+    /// See `Owner`.
+    private var owner: Owner?
 
     private func run(_ plan: MountPlan, devices: [Int: String]) throws(MountError) {
         var skipped: Set<String> = []
@@ -84,13 +104,18 @@ public final class MountedTree {
             }
             let target = try open(step.target, create: true, partition: step.partition)
             logger.debug("mount \(device) (\(fsType), \(options)) on \(step.target)")
-            try mount(source: device, on: target, fsType: fsType, options: options, step: step,
-                      what: "mount \(fsType) on \(step.target)")
+            if let owner, owner.idmap >= 0 {
+                try mountIdmapped(device, on: target, fsType: fsType, options: options, idmap: owner.idmap, step: step)
+            } else {
+                try mount(source: device, on: target, fsType: fsType, options: options, step: step,
+                          what: "mount \(fsType) on \(step.target)")
+            }
 
         case .tmpfs:
             let target = try open(step.target, create: true, partition: step.partition)
-            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: options, step: step,
-                      what: "mount tmpfs on \(step.target)")
+            let owned = owner.map { "uid=\($0.uid),gid=\($0.gid)" }
+            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: [options, owned].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ","),
+                      step: step, what: "mount tmpfs on \(step.target)")
 
         case .overlay(let lower, let upper, let work):
             let target = try open(step.target, create: true, partition: step.partition)
@@ -132,7 +157,7 @@ public final class MountedTree {
 
         case .baseFilesystem:
             let top = try open(step.target, create: false, partition: step.partition)
-            try BaseFilesystem.create(in: top.fd, image: image)
+            try BaseFilesystem.create(in: top.fd, image: image, owner: owner.map { ($0.uid, $0.gid) })
 
         case .detach:
             if keepStaging { return }
@@ -142,6 +167,22 @@ public final class MountedTree {
             }
             made.removeAll { $0 == path }
         }
+    }
+
+    /// A partition's filesystem, idmapped: mounted detached, mapped, then attached (an attached
+    /// mount cannot be idmapped). Where the filesystem cannot be, the error says what to do.
+    private func mountIdmapped(_ device: String, on target: borrowing TreePath, fsType: String, options: String,
+                               idmap: Int32, step: MountPlan.Step) throws(MountError) {
+        let landing = try landingPath(target, step.target)
+        guard imgboot_mount_idmapped(device, fsType, options, idmap, target.fd) == 0 else {
+            let e = errno
+            if e == EINVAL || e == EPERM || e == EOPNOTSUPP {
+                throw MountError(image: image, partition: step.partition, .other(
+                    "mount \(fsType) on \(step.target) idmapped for the user namespace: \(String(cString: strerror(e))) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
+            }
+            throw MountError(image: image, partition: step.partition, .failed(operation: "mount \(fsType) on \(step.target) idmapped", errno: e))
+        }
+        made.append(landing)
     }
 
     private func mount(source: String, on target: borrowing TreePath, fsType: String, options: String,
@@ -275,8 +316,8 @@ public final class MountedTree {
             }
         } else {
             st.st_mode = mode
-            st.st_uid = 0
-            st.st_gid = 0
+            st.st_uid = owner?.uid ?? 0
+            st.st_gid = owner?.gid ?? 0
         }
         // fchmod/fchown do not work on O_PATH descriptors; go through the descriptor's proc path.
         guard chmod(dir.procPath, st.st_mode & 0o7777) == 0, chown(dir.procPath, st.st_uid, st.st_gid) == 0 else {

@@ -25,6 +25,14 @@ struct BootOptions: ParsableArguments {
     @Flag(help: "Give the container its own network with only lo (up).")
     var privateNetwork = false
 
+    @Option(help: ArgumentHelp(
+        "The container's users: pick (default: a free range of 65536 host UIDs/GIDs, root inside is nobody outside), no (root inside is root), identity, or UID[:COUNT].",
+        valueName: "mode"))
+    var privateUsers: PrivateUsers?
+
+    @Flag(name: .customShort("U"), help: "Short for --private-users=pick.")
+    var pickUsers = false
+
     @Flag(help: "Print the mount plan and do nothing.")
     var dryRun = false
 
@@ -43,7 +51,13 @@ struct BootOptions: ParsableArguments {
             }
         }
         _ = try parsedBinds()
+        if pickUsers, let privateUsers, privateUsers != .pick {
+            throw ValidationError("-U with --private-users=\(privateUsers): -U means --private-users=pick")
+        }
     }
+
+    /// `--private-users`, `-U`, or the default: a user namespace with a range of its own.
+    var users: PrivateUsers { privateUsers ?? .pick }
 
     func parsedBinds() throws -> [ContainerSpec.Bind] {
         try (binds.map { ($0, false) } + readOnlyBinds.map { ($0, true) }).map { text, readOnly in
@@ -64,6 +78,7 @@ struct BootOptions: ParsableArguments {
         args += binds.map { "--bind=\($0)" }
         args += readOnlyBinds.map { "--bind-ro=\($0)" }
         if privateNetwork { args.append("--private-network") }
+        args.append("--private-users=\(users)")
         return args
     }
 
@@ -78,8 +93,13 @@ struct BootOptions: ParsableArguments {
             image: dissected, plan: plan, machine: machine ?? ContainerSpec.defaultMachineName(image: image),
             machineNameIsExplicit: machine != nil, hostname: hostname, arguments: arguments,
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
-            console: console)
+            privateUsers: users, console: console)
     }
 }
 
 import Logging
+
+extension PrivateUsers: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+    public static var allValueStrings: [String] { ["pick", "no", "identity"] }
+}

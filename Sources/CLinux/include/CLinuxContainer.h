@@ -36,6 +36,8 @@ enum imgboot_step {
     IMGBOOT_STEP_SECCOMP,
     /// Executing imgboot-init from its memfd.
     IMGBOOT_STEP_INIT,
+    /// Taking UID and GID 0 in the user namespace.
+    IMGBOOT_STEP_USER_NAMESPACE,
 };
 
 /// What a failed step reports on the error pipe.
@@ -61,6 +63,15 @@ struct imgboot_container {
     int boot;
     /// A sealed memfd holding imgboot-init (Sources/ContainerInit), executed when `boot` is 0.
     int init_fd;
+    /// `boot`: the paths the init may have (NULL-terminated). The caller looks into the tree and
+    /// says with the go byte which one (1-based) replaces argv[0].
+    const char *const *init_paths;
+    /// A user namespace of its own (CLONE_NEWUSER). The caller writes its UID and GID maps
+    /// before the go byte; the child then takes UID and GID 0 in it, without groups.
+    int user_namespace;
+    /// Mount sysfs on /sys here. 0: the caller has mounted it in the child's mount namespace
+    /// (a user namespace cannot mount sysfs for a network namespace it does not own: the host's).
+    int mount_sys;
     /// The seccomp filter: `seccomp_length` BPF instructions (struct sock_filter), installed
     /// as the last step before exec; applies to everything in the container.
     const void *seccomp_filter;
@@ -85,8 +96,9 @@ struct imgboot_container {
     uint64_t keep_capabilities;
     /// Write end of a close-on-exec pipe: a failed step writes a `struct imgboot_child_error`.
     int error_fd;
-    /// Read end of a close-on-exec pipe: the child waits for one byte before it does anything,
-    /// so that the caller can finish placing it (cgroups); end-of-file makes it exit quietly.
+    /// Read end of a close-on-exec pipe: the child waits for one byte (see `init_paths`) before
+    /// it does anything, so that the caller can write its maps, place it (cgroups) and mount
+    /// its tree in its mount namespace; end-of-file makes it exit quietly.
     int sync_fd;
 };
 
@@ -104,6 +116,8 @@ struct imgboot_enter {
     int console_fd;
     /// As in `struct imgboot_container`.
     int console_streams;
+    /// The machine has a user namespace: join it too, and become its root.
+    int user_namespace;
     int init_fd;
     const void *seccomp_filter;
     uint32_t seccomp_length;
@@ -119,9 +133,10 @@ struct imgboot_enter {
 /// imgboot's. Returns its PID and a pidfd.
 pid_t imgboot_enter_start(const struct imgboot_enter *config, int *pidfd);
 
-/// Starts the container child with clone3: new mount, PID, UTS, IPC (and network) namespaces,
-/// in the cgroup `cgroup_fd`, killed if the caller dies. Returns its PID (in the caller's
-/// namespace) and stores a pidfd in `*pidfd`.
+/// Starts the container child with clone3: new mount, PID, UTS, IPC (and network, and user)
+/// namespaces, in the cgroup `cgroup_fd`, killed if the caller dies. Its mount namespace is a
+/// copy of the caller's, in which the caller then mounts the tree (setns). Returns its PID (in
+/// the caller's namespace) and stores a pidfd in `*pidfd`.
 pid_t imgboot_container_start(const struct imgboot_container *config, int *pidfd);
 
 /// pidfd_send_signal(2).
@@ -139,5 +154,6 @@ int imgboot_setns(int fd, int nstype);
 
 #define IMGBOOT_CLONE_NEWNS 0x00020000
 #define IMGBOOT_CLONE_NEWCGROUP 0x02000000
+#define IMGBOOT_CLONE_NEWUSER 0x10000000
 
 #endif

@@ -32,6 +32,18 @@ int imgboot_mount_detached_readonly(const char *source, const char *fstype,
                                     const char *const *flags,
                                     const char *const *keys, const char *const *values);
 
+/// Mounts `source` (a block device) with filesystem `fstype` and mount(8)-style `options`
+/// ("ro,nodev,norecovery") on the directory open at `target_fd` (O_PATH will do) through the
+/// new mount API, idmapped through the user namespace `userns_fd` (the image's UID 0 becomes
+/// that namespace's root) unless it is -1.
+int imgboot_mount_idmapped(const char *source, const char *fstype, const char *options, int userns_fd,
+                           int target_fd);
+
+/// Binds what is open at `source_fd` on what is open at `target_fd` (O_PATH will do for both),
+/// idmapped through `userns_fd` (unless -1), read-only when `read_only`: a clone of the mount
+/// (open_tree, not recursive), changed before it is attached.
+int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int target_fd);
+
 /// makedev(3), which is a macro.
 uint64_t imgboot_makedev(unsigned major, unsigned minor);
 
