@@ -188,6 +188,8 @@ public enum Container {
         defer { close(errorPipe[1]); close(syncPipe[0]) }
 
         let cArgv = CStringArray(argv), cEnv = CStringArray(environment), cInits = CStringArray(initPaths)
+        let parentPidfd = imgboot_pidfd_open(getpid())
+        defer { if parentPidfd >= 0 { close(parentPidfd) } }
         var pidfd: Int32 = -1
         let pid = root.withCString { rootPtr in
             (spec.hostname ?? spec.machine).withCString { hostPtr in
@@ -196,7 +198,7 @@ public enum Container {
                     var config = imgboot_container(
                         root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
                         boot: spec.boot ? 1 : 0, init_fd: initFD, init_paths: UnsafeRawPointer(cInits.pointer).assumingMemoryBound(to: UnsafePointer<CChar>?.self),
-                        user_namespace: users == nil ? 0 : 1, mount_sys: mountSys ? 1 : 0,
+                        user_namespace: users == nil ? 0 : 1, parent_pidfd: parentPidfd, mount_sys: mountSys ? 1 : 0,
                         seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                         console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
                         private_network: spec.privateNetwork ? 1 : 0,

@@ -119,6 +119,9 @@ struct ContainerTree {
 
     // MARK: Pieces
 
+    /// The container's root as the host numbers it, with a user namespace.
+    private var owner: (uid: UInt32, gid: UInt32)? { users.map { ($0.host(0), $0.host(0)) } }
+
     /// tmpfs options, owned by the container's root when there is a user namespace.
     private func owned(_ options: String) -> String {
         guard let users else { return options }
@@ -185,7 +188,8 @@ struct ContainerTree {
         if parent.isOnReadOnlyMount {
             throw BootError(image: image, "the read-only image has no \(path) directory (imgboot never writes the image to create it)")
         }
-        if mkdirat(parent.fd, name, 0o755) != 0 {
+        let parentFD = parent.fd
+        if creatingAs(owner, { mkdirat(parentFD, name, 0o755) }) != 0 {
             guard errno == EEXIST else { throw BootError(image: image, "create \(path)", errno: errno) }
             return
         }
@@ -229,7 +233,7 @@ struct ContainerTree {
     }
 
     private func writeFile(in dir: Int32, _ name: String, _ content: [UInt8], mode: mode_t = 0o644) throws(BootError) {
-        let fd = openat(dir, name, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode)
+        let fd = creatingAs(owner) { openat(dir, name, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, mode) }
         guard fd >= 0 else { throw BootError(image: image, "create \(name)", errno: errno) }
         defer { close(fd) }
         if let users, fchown(fd, users.host(0), users.host(0)) != 0 {
@@ -327,7 +331,8 @@ struct ContainerTree {
             throw BootError(image: image, "the read-only image has no \(path) (imgboot never writes the image to create it)")
         }
         let name = String(path[path.index(after: slash)...])
-        let fd = openat(parent.fd, name, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        let parentFD = parent.fd
+        let fd = creatingAs(owner) { openat(parentFD, name, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o644) }
         guard fd >= 0 else { throw BootError(image: image, "create \(path)", errno: errno) }
         close(fd)
         try own(name, in: parent.fd, path)

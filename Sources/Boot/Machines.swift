@@ -42,12 +42,14 @@ public enum Machines {
         guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: name, "create a pipe", errno: errno) }
         let signals = Signals()
         let cArgv = CStringArray([ContainerInit.name] + command), cEnv = CStringArray(env)
+        let parentPidfd = imgboot_pidfd_open(getpid())
+        defer { if parentPidfd >= 0 { close(parentPidfd) } }
         var pidfd: Int32 = -1
         let pid = filter.withUnsafeBytes { filterBytes in
             var config = imgboot_enter(
                 leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
                 console_fd: console.slave, console_streams: console.streams,
-                user_namespace: hasUserNamespace(machine.leader) ? 1 : 0, init_fd: initFD,
+                user_namespace: hasUserNamespace(machine.leader) ? 1 : 0, parent_pidfd: parentPidfd, init_fd: initFD,
                 seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                 keep_capabilities: keep, error_fd: errorPipe[1])
             return imgboot_enter_start(&config, &pidfd)

@@ -14,6 +14,7 @@
 #include <linux/keyctl.h>
 #include <linux/sched.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stddef.h>
@@ -188,6 +189,20 @@ static void install_filter(const void *filter, uint32_t length) {
         fail(IMGBOOT_STEP_SECCOMP);
 }
 
+/// Takes UID and GID 0 of the user namespace just entered (the caller's, host root's, are not
+/// mapped in it), without supplementary groups. Changing the UID clears the parent-death
+/// signal: it is set again, or a killed imgboot would leave the container running.
+static void become_namespace_root(int parent_pidfd) {
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        fail(IMGBOOT_STEP_USER_NAMESPACE);
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        fail(IMGBOOT_STEP_SIGNALS);
+    // imgboot may have died in between, unnoticed: its pidfd says so (readable once it ended).
+    struct pollfd parent = { .fd = parent_pidfd, .events = POLLIN };
+    if (parent_pidfd >= 0 && poll(&parent, 1, 0) != 0)
+        _exit(125);
+}
+
 static void reset_signals(void) {
     struct sigaction action;
     memset(&action, 0, sizeof action);
@@ -289,10 +304,8 @@ static _Noreturn void child(const struct imgboot_container *c) {
         fail(IMGBOOT_STEP_ROOT);
 
     // The maps are written: become the namespace's root (the creator's IDs are not mapped in it).
-    if (c->user_namespace) {
-        if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
-            fail(IMGBOOT_STEP_USER_NAMESPACE);
-    }
+    if (c->user_namespace)
+        become_namespace_root(c->parent_pidfd);
     // This copy of the caller's memory is the child's own: the init the caller chose goes in.
     char **argv = (char **)c->argv;
     if (c->boot && c->init_paths && go >= 1)
@@ -424,8 +437,8 @@ static _Noreturn void enter_child(const struct imgboot_enter *e) {
     int namespaces = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
     if (setns(e->leader_pidfd, namespaces | (e->user_namespace ? CLONE_NEWUSER : 0)) < 0)
         fail(IMGBOOT_STEP_ROOT);
-    if (e->user_namespace && (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0))
-        fail(IMGBOOT_STEP_USER_NAMESPACE);
+    if (e->user_namespace)
+        become_namespace_root(e->parent_pidfd);
     close(e->leader_pidfd);
     if (e->cgroup_fd >= 0)
         close(e->cgroup_fd);

@@ -7,6 +7,7 @@
 #include <linux/openat2.h>
 #include <stddef.h>
 #include <linux/magic.h>
+#include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -192,3 +193,7 @@ int imgboot_is_cgroup2(const char *path) {
         return -1;
     return fs.f_type == CGROUP2_SUPER_MAGIC;
 }
+
+int imgboot_setfsuid(uint32_t uid) { return setfsuid(uid); }
+
+int imgboot_setfsgid(uint32_t gid) { return setfsgid(gid); }

@@ -271,7 +271,9 @@ public final class MountedTree {
                 throw MountError(image: image, partition: partition, .other(describe(error)))
             }
             if parent.isOnReadOnlyMount { throw MountError(image: image, partition: partition, .missingMountPoint(path)) }
-            guard mkdirat(parent.fd, name, 0o755) == 0 || errno == EEXIST else {
+            let parentFD = parent.fd
+            let made = creatingAs(owner.map { ($0.uid, $0.gid) }) { mkdirat(parentFD, name, 0o755) }
+            guard made == 0 || errno == EEXIST else {
                 throw MountError(image: image, partition: partition, .failed(operation: "create mount point \(path)", errno: errno))
             }
             do { return try TreePath(root: top, path: path) } catch {

@@ -52,3 +52,19 @@ public struct ResolveError: Error {
     public let path: String
     public let errno: Int32
 }
+
+/// Creating files in a tree that belongs to a user namespace's root: with the filesystem UID
+/// and GID of `owner` (host IDs), new inodes are theirs — and on an idmapped mount, where host
+/// root's own IDs are not mapped and creating as root fails with EOVERFLOW, they can be made
+/// at all. (setfsuid drops the filesystem capabilities while it is not 0: permissions are
+/// checked as that user, which owns the tree. Per thread; imgboot sets up on one.)
+public func creatingAs<T>(_ owner: (uid: UInt32, gid: UInt32)?, _ body: () -> T) -> T {
+    guard let owner else { return body() }
+    let gid = imgboot_setfsgid(owner.gid), uid = imgboot_setfsuid(owner.uid)
+    defer {
+        // Back to what it was (0); these calls cannot fail for root.
+        _ = imgboot_setfsuid(UInt32(bitPattern: uid))
+        _ = imgboot_setfsgid(UInt32(bitPattern: gid))
+    }
+    return body()
+}

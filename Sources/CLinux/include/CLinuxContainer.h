@@ -69,6 +69,9 @@ struct imgboot_container {
     /// A user namespace of its own (CLONE_NEWUSER). The caller writes its UID and GID maps
     /// before the go byte; the child then takes UID and GID 0 in it, without groups.
     int user_namespace;
+    /// A pidfd of the caller (pidfd_open(getpid())), or -1: with a user namespace, the child
+    /// checks that the caller is still alive once its parent-death signal is set again.
+    int parent_pidfd;
     /// Mount sysfs on /sys here. 0: the caller has mounted it in the child's mount namespace
     /// (a user namespace cannot mount sysfs for a network namespace it does not own: the host's).
     int mount_sys;
@@ -118,6 +121,8 @@ struct imgboot_enter {
     int console_streams;
     /// The machine has a user namespace: join it too, and become its root.
     int user_namespace;
+    /// As in `struct imgboot_container`.
+    int parent_pidfd;
     int init_fd;
     const void *seccomp_filter;
     uint32_t seccomp_length;

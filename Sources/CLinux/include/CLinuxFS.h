@@ -44,6 +44,11 @@ int imgboot_mount_idmapped(const char *source, const char *fstype, const char *o
 /// (open_tree, not recursive), changed before it is attached.
 int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int target_fd);
 
+/// setfsuid(2) and setfsgid(2) (in <sys/fsuid.h>, which Swift's Glibc module leaves out):
+/// the previous ID.
+int imgboot_setfsuid(uint32_t uid);
+int imgboot_setfsgid(uint32_t gid);
+
 /// makedev(3), which is a macro.
 uint64_t imgboot_makedev(unsigned major, unsigned minor);
 
