@@ -27,6 +27,7 @@ extension IMGBoot {
                         ("name", .string(m.name)), ("kind", .string(m.kind)), ("mode", .string(m.mode)),
                         ("leader", .int(Int64(m.leader))), ("supervisor", .int(Int64(m.supervisor))),
                         ("image", .string(m.image)), ("started", .int(Int64(m.started))), ("cgroup", .string(m.cgroup)),
+                        ("users", .string(m.users.map { "\($0.base):\($0.count)" })),
                     ])
                 }).serialized())
                 return
@@ -37,10 +38,10 @@ extension IMGBoot {
             }
             var ts = timespec()
             clock_gettime(CLOCK_REALTIME, &ts)
-            var rows = [["MACHINE", "KIND", "MODE", "LEADER", "UP", "IMAGE"]]
+            var rows = [["MACHINE", "KIND", "MODE", "LEADER", "USERS", "UP", "IMAGE"]]
             for m in machines {
                 rows.append([printable(m.name), printable(m.kind), printable(m.mode), String(m.leader),
-                             duration(Int(ts.tv_sec) - m.started), printable(m.image)])
+                             m.users.map(\.description) ?? "host", duration(Int(ts.tv_sec) - m.started), printable(m.image)])
             }
             let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
             for row in rows {

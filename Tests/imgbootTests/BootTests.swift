@@ -16,9 +16,9 @@ struct BootTests {
         let image: ImageCopy
         let imgboot: BackgroundProcess
 
-        init(_ image: ImageCopy, _ options: [String]) throws {
+        init(_ image: ImageCopy, _ options: [String], initArguments: [String] = []) throws {
             self.image = image
-            imgboot = try BackgroundProcess([Harness.binary, "boot"] + options + [image.path])
+            imgboot = try BackgroundProcess([Harness.binary, "boot"] + options + [image.path] + initArguments)
         }
 
         var readyLine: String { "imgboot: \(image.machine) is ready" }
@@ -56,13 +56,30 @@ struct BootTests {
         return found
     }
 
+    /// How Debian is booted: a volatile mode and a --private-users mode.
+    struct Setup: Sendable, CustomTestStringConvertible {
+        var mode: String
+        var users: String
+        var testDescription: String { "--volatile=\(mode) --private-users=\(users)" }
+
+        /// `yes` gives systemd an empty /etc: a first boot, whose systemd-firstboot would ask on
+        /// the console for a locale and a root password (as under nspawn); it is told not to.
+        var initArguments: [String] { mode == "yes" ? ["--", "systemd.firstboot=off"] : [] }
+    }
+
     /// Debian boots to `running` with no failed unit, in its machine's cgroup, and powers off on
-    /// SIGTERM to imgboot: exit status 0, the image as it was, nothing left.
-    @Test(arguments: ["overlay", "state"])
-    func debianBootsAndPowersOff(mode: String) throws {
+    /// SIGTERM to imgboot: exit status 0, the image as it was (but with --volatile=no), nothing
+    /// left. In every volatile mode with a user namespace (the default), and without one.
+    @Test(arguments: [
+        Setup(mode: "overlay", users: "pick"), Setup(mode: "state", users: "pick"), Setup(mode: "yes", users: "pick"),
+        Setup(mode: "no", users: "pick"), Setup(mode: "overlay", users: "no"), Setup(mode: "state", users: "no"),
+    ])
+    func debianBootsAndPowersOff(setup: Setup) throws {
+        let mode = setup.mode
         let image = try debian()
         let hostCgroups = Self.systemdCgroupsOnTheHost()
-        let boot = try Boot(image, ["--console=passive", "--volatile=\(mode)"])
+        let boot = try Boot(image, ["--console=passive", "--volatile=\(mode)", "--private-users=\(setup.users)"],
+                            initArguments: setup.initArguments)
         defer { boot.imgboot.kill() }
         try boot.waitUntilReady()
 
@@ -81,7 +98,7 @@ struct BootTests {
         #expect(boot.imgboot.exitStatus(within: Self.haltLimit) == 0)
         let stderr = boot.imgboot.stderr.split(separator: "\n")
         #expect(stderr.count == 1 && stderr.first?.hasPrefix(boot.readyLine + " (after ") == true, "stderr: \(stderr)")
-        image.leftovers.expectNone(imageUnchanged: true)
+        image.leftovers.expectNone(imageUnchanged: mode != "no")
         #expect(Self.systemdCgroupsOnTheHost() == hostCgroups)
     }
 

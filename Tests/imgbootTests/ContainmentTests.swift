@@ -8,10 +8,11 @@ import Testing
 /// shows them. (The attacker's lines say why a test failed; they are not what it checks.)
 @Suite(.enabled(if: Harness.isRoot, "needs root, loop devices and namespaces: attacks on containers"))
 struct ContainmentTests {
-    /// The container's capability set on this host: nspawn's (plus CAP_NET_ADMIN with a private
-    /// network), within what imgboot itself holds.
-    static func containerCapabilities(privateNetwork: Bool = false) -> UInt64 {
-        (RunTests.nspawnCapabilities | (privateNetwork ? 1 << 12 : 0)) & RunTests.hostBoundingSet
+    /// The container's capability set: nspawn's (plus CAP_NET_ADMIN with a private network) —
+    /// exactly, in the container's own user namespace (the default); without one, within what
+    /// imgboot itself holds.
+    static func containerCapabilities(privateNetwork: Bool = false, userNamespace: Bool = true) -> UInt64 {
+        (RunTests.nspawnCapabilities | (privateNetwork ? 1 << 12 : 0)) & (userNamespace ? ~0 : RunTests.hostBoundingSet)
     }
 
     /// The five capability sets of a host process, from the host's /proc.
@@ -27,9 +28,9 @@ struct ContainmentTests {
         return sets
     }
 
-    static func expectWithinContainerSet(_ sets: [String: UInt64], privateNetwork: Bool = false, _ who: String,
-                                         sourceLocation: SourceLocation = #_sourceLocation) {
-        let keep = containerCapabilities(privateNetwork: privateNetwork)
+    static func expectWithinContainerSet(_ sets: [String: UInt64], privateNetwork: Bool = false, userNamespace: Bool = true,
+                                         _ who: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        let keep = containerCapabilities(privateNetwork: privateNetwork, userNamespace: userNamespace)
         #expect(Set(sets.keys) == ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"], "\(who): \(sets)", sourceLocation: sourceLocation)
         #expect(sets["CapBnd"] == keep, "\(who): bounding \(String(sets["CapBnd"] ?? 0, radix: 16))", sourceLocation: sourceLocation)
         #expect(sets["CapPrm"] == keep, "\(who): permitted \(String(sets["CapPrm"] ?? 0, radix: 16))", sourceLocation: sourceLocation)
@@ -65,11 +66,12 @@ struct ContainmentTests {
             self.command = child
         }
 
-        /// Ends the container (SIGTERM to imgboot) and checks that nothing is left.
-        func stop(sourceLocation: SourceLocation = #_sourceLocation) {
+        /// Ends the container (SIGTERM to imgboot) and checks that nothing is left (and that the
+        /// image is as the copy was made, unless the test changed it itself).
+        func stop(imageUnchanged: Bool = true, sourceLocation: SourceLocation = #_sourceLocation) {
             imgboot.signal(SIGTERM)
             #expect(imgboot.exitStatus(within: 60) != nil, sourceLocation: sourceLocation)
-            image.leftovers.expectNone(imageUnchanged: true, sourceLocation: sourceLocation)
+            image.leftovers.expectNone(imageUnchanged: imageUnchanged, sourceLocation: sourceLocation)
         }
     }
 
@@ -79,12 +81,13 @@ struct ContainmentTests {
     /// nspawn) and makes it call ioctl(SIOCSIFMTU) on the host's `lo` (the network is shared):
     /// that needs CAP_NET_ADMIN, which PID 1 has no more than the container. The host's `lo`
     /// keeps its MTU.
-    @Test func pid1CannotActWithCapabilitiesTheContainerLacks() throws {
+    @Test(arguments: ["pick", "no"])
+    func pid1CannotActWithCapabilitiesTheContainerLacks(users: String) throws {
         let attacker = try Attacker.bind()
         let before = try String(contentsOfFile: "/sys/class/net/lo/mtu", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         let wanted = (Int(before) ?? 65536) - 1
         let image = try ImageCopy("basic")
-        let out = try image.run([attacker.option], ["/tmp/attacker", "ptrace-mtu", "1", String(wanted)])
+        let out = try image.run([attacker.option, "--private-users=\(users)"], ["/tmp/attacker", "ptrace-mtu", "1", String(wanted)])
         let after = try String(contentsOfFile: "/sys/class/net/lo/mtu", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         if after != before { _ = Harness.run(["/sbin/ip", "link", "set", "lo", "mtu", before]) }
         #expect(after == before, "PID 1 changed the host's lo MTU to \(after): \(out.stdout)")
@@ -98,10 +101,11 @@ struct ContainmentTests {
     /// Items 1 and 2, from the host's side: `run`'s PID 1 and its command hold the container's
     /// capability set in all five sets; PID 1 maps no file but its own memfd and holds no
     /// descriptor.
-    @Test func pid1HoldsNothingOfTheHosts() throws {
-        let running = try Running(try ImageCopy("basic"), ["sleep", "100"], commandName: "sleep")
-        Self.expectWithinContainerSet(Self.capabilities(of: running.pid1), "PID 1")
-        Self.expectWithinContainerSet(Self.capabilities(of: running.command), "the command")
+    @Test(arguments: ["pick", "no"])
+    func pid1HoldsNothingOfTheHosts(users: String) throws {
+        let running = try Running(try ImageCopy("basic"), options: ["--private-users=\(users)"], ["sleep", "100"], commandName: "sleep")
+        Self.expectWithinContainerSet(Self.capabilities(of: running.pid1), userNamespace: users != "no", "PID 1")
+        Self.expectWithinContainerSet(Self.capabilities(of: running.command), userNamespace: users != "no", "the command")
         let maps = (try? String(contentsOfFile: "/proc/\(running.pid1)/maps", encoding: .utf8)) ?? ""
         let files = Set(maps.split(separator: "\n").compactMap { line -> String? in
             // ADDRESS PERMS OFFSET DEV INODE [PATH], the path possibly with spaces in it
@@ -120,11 +124,12 @@ struct ContainmentTests {
     /// Item 2: every file PID 1 maps, opened for writing through /proc/1/map_files (container
     /// root holds CAP_SYS_ADMIN), and written: none is a host file, and none can be written —
     /// imgboot-init's memfd is sealed and being executed.
-    @Test func mapFilesOfPid1WriteNothing() throws {
+    @Test(arguments: ["pick", "no"])
+    func mapFilesOfPid1WriteNothing(users: String) throws {
         let attacker = try Attacker.bind()
         let image = try ImageCopy("basic")
         let libcBefore = Harness.sha256("/lib/x86_64-linux-gnu/libc.so.6")
-        let out = try image.run([attacker.option], ["/tmp/attacker", "map-files", "1"])
+        let out = try image.run([attacker.option, "--private-users=\(users)"], ["/tmp/attacker", "map-files", "1"])
         let opens = Attacker.lines(out.stdout, "open for writing ")
         #expect(!opens.isEmpty, "the attacker found nothing mapped: \(out.stdout)\(out.stderr)")
         for line in opens {
@@ -143,7 +148,8 @@ struct ContainmentTests {
     /// through the handle of a host directory, a file created in it. The secret stays unread,
     /// the marker is not created. As a control, the same handle read on the host works — the
     /// attack is real.
-    @Test func fileHandlesDoNotReachTheHost() throws {
+    @Test(arguments: ["pick", "no"])
+    func fileHandlesDoNotReachTheHost(users: String) throws {
         let attacker = try Attacker.bind()
         let scratch = try ScratchDirectory("imgboot-handles")
         let secret = "host-secret-\(UUID().uuidString)"
@@ -164,7 +170,7 @@ struct ContainmentTests {
 
         let image = try ImageCopy("basic")
         // stdout is a file of the host's (Harness.run collects output in files under /tmp).
-        let out = try image.run([attacker.option], ["sh", "-c", """
+        let out = try image.run([attacker.option, "--private-users=\(users)"], ["sh", "-c", """
             /tmp/attacker open-handle 1 \(fileHandle[0]) \(fileHandle[1])
             /tmp/attacker open-handle 2 \(fileHandle[0]) \(fileHandle[1])
             /tmp/attacker open-handle /proc/1/exe \(fileHandle[0]) \(fileHandle[1])
@@ -181,7 +187,8 @@ struct ContainmentTests {
     /// Item 4: the container queries and detaches its cgroup's BPF device program, then makes a
     /// node for a host block device (a loop device of a file holding a secret) and reads and
     /// writes it. The secret is not read and the file's bytes are unchanged.
-    @Test func bpfCannotLiftTheDevicePolicy() throws {
+    @Test(arguments: ["pick", "no"])
+    func bpfCannotLiftTheDevicePolicy(users: String) throws {
         let attacker = try Attacker.bind()
         let scratch = try ScratchDirectory("imgboot-victim")
         let victim = scratch.path + "/victim"
@@ -199,7 +206,7 @@ struct ContainmentTests {
         let major = Int(st.st_rdev >> 8 & 0xfff), minor = Int(st.st_rdev & 0xff | (st.st_rdev >> 12 & 0xfff00))
 
         let image = try ImageCopy("basic")
-        let out = try image.run([attacker.option], ["/tmp/attacker", "bpf-devices", String(major), String(minor)])
+        let out = try image.run([attacker.option, "--private-users=\(users)"], ["/tmp/attacker", "bpf-devices", String(major), String(minor)])
         #expect(!out.stdout.contains(secret), "the container read the host's block device: \(out.stdout)")
         #expect(Harness.sha256(victim) == hash, "the container wrote the host's block device")
         #expect(Attacker.lines(out.stdout, "bpf ").allSatisfy { $0.hasSuffix(": EPERM") }, "\(out.stdout)")
@@ -212,10 +219,11 @@ struct ContainmentTests {
     /// I/O ports, accounting, the kernel log, the clock, fanotify, another process's
     /// descriptors — whatever this kernel supports (EPERM comes before any other check). A
     /// bind mount or open_tree clone of a host descriptor's mount is refused by the kernel.
-    @Test func kernelInterfacesAreRefused() throws {
+    @Test(arguments: ["pick", "no"])
+    func kernelInterfacesAreRefused(users: String) throws {
         let attacker = try Attacker.bind()
         let image = try ImageCopy("basic")
-        let out = try image.run([attacker.option], ["/tmp/attacker", "kernel"])
+        let out = try image.run([attacker.option, "--private-users=\(users)"], ["/tmp/attacker", "kernel"])
         #expect(out.stdout.split(separator: "\n").map(String.init) == [
             "perf_event_open system-wide: EPERM", "kexec_file_load: EPERM", "kexec_load: EPERM", "bpf prog load: EPERM",
             "open_by_handle_at: EPERM", "swapon: EPERM", "iopl: EPERM", "acct: EPERM", "syslog read all: EPERM",
@@ -232,11 +240,12 @@ struct ContainmentTests {
     /// caller's secret, and looks at its executable. `imgboot enter` with a secret in its
     /// environment: nothing of it is found, the process is imgboot-init's (a memfd), and its
     /// capabilities are the container's.
-    @Test func enterHandsTheContainerNothing() throws {
+    @Test(arguments: ["pick", "no"])
+    func enterHandsTheContainerNothing(users: String) throws {
         let attacker = try Attacker.bind()
         let secret = "ci-secret-\(UUID().uuidString.prefix(12))"
         let image = try ImageCopy("basic")
-        let running = try Running(image, options: [attacker.option], ["/tmp/attacker", "lie-in-wait", "60", secret], commandName: "attacker")
+        let running = try Running(image, options: [attacker.option, "--private-users=\(users)"], ["/tmp/attacker", "lie-in-wait", "60", secret], commandName: "attacker")
         let entered = Harness.run(["/usr/bin/env", "CI_TOKEN=\(secret)", Harness.binary, "enter", image.machine, "--", "sleep", "0.5"])
         #expect(entered.status == 0, "enter: \(entered.stderr)")
         running.stop()
@@ -246,7 +255,7 @@ struct ContainmentTests {
         #expect(!exes.isEmpty, "the attacker saw no process join: \(report)\(running.imgboot.stderr)")
         // Caught before its exec, it is imgboot-init; after, the image's own sleep (busybox).
         #expect(exes.allSatisfy { $0.hasSuffix(": /memfd:imgboot-init (deleted)") || $0.hasSuffix("/busybox") }, "\(exes)")
-        let keep = String(format: "%016llx", Self.containerCapabilities())
+        let keep = String(format: "%016llx", Self.containerCapabilities(userNamespace: users != "no"))
         let capabilityLines = report.split(separator: "\n").filter { $0.contains(" Cap") }
         #expect(capabilityLines.count >= 5, "\(report)")
         for line in capabilityLines {
@@ -283,12 +292,14 @@ struct ContainmentTests {
     /// keyring (linked from the session keyring, as root's default one is); the container reads
     /// them by serial number, asks for its session keyring, adds keys. Nothing is read or
     /// added; /proc/keys is masked.
-    @Test func keyringsStayTheCallers() throws {
+    @Test(arguments: ["pick", "no"])
+    func keyringsStayTheCallers(users: String) throws {
         let attacker = try Attacker.bind()
         let secret = "key-secret-\(UUID().uuidString.prefix(12))"
         let image = try ImageCopy("basic")
         let out = Harness.run([attacker.path, "keyring-host", "imgboot-test-\(image.machine)", secret, "--",
-                               Harness.binary, "run", attacker.option, image.path, "--", "/tmp/attacker", "keys", "@SESSION@", "@USER@"])
+                               Harness.binary, "run", attacker.option, "--private-users=\(users)", image.path, "--",
+                               "/tmp/attacker", "keys", "@SESSION@", "@USER@"])
         image.leftovers.expectNone(imageUnchanged: true)
         #expect(out.status == 0, "\(out.stderr)")
         #expect(!out.stdout.contains(secret), "the container read the caller's key: \(out.stdout)")
@@ -319,10 +330,11 @@ struct ContainmentTests {
     }
 
     /// `nodev` on the image's filesystems alone: a node for /dev/null (which the device policy
-    /// allows) made on the image's root cannot be opened; the same device on /dev can.
+    /// allows) made on the image's root cannot be opened; the same device on /dev can. (Without
+    /// a user namespace: in one, making any device node is refused before nodev matters.)
     @Test func nodevOnTheImageAlone() throws {
         let image = try ImageCopy("basic")
-        let out = try image.run([], ["sh", "-c", """
+        let out = try image.run(["--private-users=no"], ["sh", "-c", """
             mknod /root/null-node c 1 3 && echo made
             echo x > /root/null-node || echo refused
             echo x > /dev/null && echo dev ok
@@ -333,10 +345,11 @@ struct ContainmentTests {
     }
 
     /// The device policy alone: on /dev (a tmpfs without nodev) a node for a host loop device
-    /// cannot even be made.
+    /// cannot even be made. (Without a user namespace, which refuses every device node itself:
+    /// `RootIsNotRootTests`.)
     @Test func devicePolicyAlone() throws {
         let image = try ImageCopy("basic")
-        let out = try image.run([], ["sh", "-c", "grep ' /dev ' /proc/mounts | grep -c nodev; mknod /dev/loop0 b 7 0 || echo refused"])
+        let out = try image.run(["--private-users=no"], ["sh", "-c", "grep ' /dev ' /proc/mounts | grep -c nodev; mknod /dev/loop0 b 7 0 || echo refused"])
         #expect(out.stdout == "0\nrefused\n", "\(out.stderr)")
         #expect(out.stderr.contains("Operation not permitted"), "\(out.stderr)")
     }
@@ -366,13 +379,21 @@ struct ContainmentTests {
         #expect(out.stderr.contains("Read-only file system"), "\(out.stderr)")
     }
 
-    /// Capabilities this host's own bounding set lacks (here CAP_SYS_RESOURCE and
-    /// CAP_SYS_MODULE) cannot be seen to be dropped: the check of all five sets above covers
-    /// only those the host has. On a host with a full bounding set, this one covers the rest.
-    @Test(.enabled(if: RunTests.hostBoundingSet & 0x1_ffff_ffff_ff == 0x1_ffff_ffff_ff,
-                   "this host's bounding set lacks some capabilities; their dropping cannot be checked here"))
-    func everyCapabilityOutsideNspawnsSetIsDropped() throws {
+    /// A new user namespace starts with every capability in its bounding set, whatever the
+    /// host's: there, that imgboot drops every one outside nspawn's set is seen in full.
+    @Test func everyCapabilityOutsideNspawnsSetIsDropped() throws {
         let running = try Running(try ImageCopy("basic"), ["sleep", "100"], commandName: "sleep")
+        #expect(Self.capabilities(of: running.pid1)["CapBnd"] == RunTests.nspawnCapabilities)
+        running.stop()
+    }
+
+    /// Without a user namespace, capabilities this host's own bounding set lacks (here
+    /// CAP_SYS_RESOURCE and CAP_SYS_MODULE) cannot be seen to be dropped. On a host with a full
+    /// bounding set, this covers them.
+    @Test(.enabled(if: RunTests.hostBoundingSet & 0x1_ffff_ffff_ff == 0x1_ffff_ffff_ff,
+                   "this host's bounding set lacks some capabilities; with --private-users=no their dropping cannot be checked here"))
+    func everyCapabilityOutsideNspawnsSetIsDroppedWithoutUserNamespace() throws {
+        let running = try Running(try ImageCopy("basic"), options: ["--private-users=no"], ["sleep", "100"], commandName: "sleep")
         #expect(Self.capabilities(of: running.pid1)["CapBnd"] == RunTests.nspawnCapabilities)
         running.stop()
     }

@@ -141,7 +141,7 @@ struct HardeningFaultTests {
         let pid = try run.waitUntilHeld()
         kill(pid, SIGKILL)
         #expect(run.strace.exitStatus(within: Double(StagedRun.delay) + 60) == 137)
-        #expect(Harness.waitUntil(upTo: 30) { Harness.processes(matching: image.machine).isEmpty }, "processes left")
+        #expect(Harness.waitUntil(upTo: 30) { Harness.machineProcesses(image.machine).isEmpty }, "processes left")
         #expect(Harness.waitUntil(upTo: 30) { Harness.loopDevices(backing: image.path).isEmpty }, "loop devices left")
         #expect(image.leftovers.newMounts().isEmpty, "mounts left: \(image.leftovers.newMounts())")
         #expect(Self.stagingLeftovers().isEmpty)
@@ -201,7 +201,7 @@ struct HardeningFaultTests {
         boot.imgboot.signal(signal)
         #expect(boot.imgboot.exitStatus(within: BootTests.haltLimit) == 137)
         if signal == SIGKILL {
-            #expect(Harness.waitUntil(upTo: 30) { Harness.processes(matching: image.machine).isEmpty }, "processes left")
+            #expect(Harness.waitUntil(upTo: 30) { Harness.machineProcesses(image.machine).isEmpty }, "processes left")
             #expect(Harness.waitUntil(upTo: 30) { Harness.loopDevices(backing: image.path).isEmpty }, "loop devices left")
             #expect(image.leftovers.newMounts().isEmpty)
             #expect(image.isUnchanged)

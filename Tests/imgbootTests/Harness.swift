@@ -129,6 +129,22 @@ enum Harness {
         run(["/usr/bin/pgrep", "-f", "--", marker]).stdout.split(separator: "\n").compactMap { pid_t($0) }
     }
 
+    /// What is left of a machine's processes: those carrying its name on their command line
+    /// (imgboot) and those in its cgroup.
+    static func machineProcesses(_ machine: String) -> [pid_t] {
+        processes(matching: machine) + processes(inMachineCgroup: machine)
+    }
+
+    /// PIDs of processes in the machine's cgroup (or below it), however they are named: what
+    /// runs in a container carries nothing of imgboot's command line (its PID 1 is imgboot-init).
+    static func processes(inMachineCgroup machine: String) -> [pid_t] {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.compactMap { pid_t($0) }.filter { pid in
+            let cgroups = (try? String(contentsOfFile: "/proc/\(pid)/cgroup", encoding: .utf8)) ?? ""
+            return cgroups.split(separator: "\n").contains { $0.hasSuffix("/imgboot/\(machine)") || $0.contains("/imgboot/\(machine)/") }
+        }
+    }
+
     /// Waits until `condition` holds, at most `seconds` — a guard against a hang, not a timing
     /// assertion. Whether it holds.
     static func waitUntil(upTo seconds: Double, _ condition: () -> Bool) -> Bool {
@@ -233,7 +249,7 @@ struct Leftovers {
         let mounts = newMounts()
         #expect(mounts.isEmpty, "new mounts in the host's table: \(mounts.map { "\($0.point) (\($0.type))" })",
                 sourceLocation: sourceLocation)
-        let processes = Harness.processes(matching: marker)
+        let processes = Harness.processes(matching: marker) + Harness.processes(inMachineCgroup: machine)
         #expect(processes.isEmpty, "processes of the container still running", sourceLocation: sourceLocation)
         let cgroup = Harness.machineCgroup(machine)
         #expect(cgroup == nil, "the machine's cgroup is still there", sourceLocation: sourceLocation)

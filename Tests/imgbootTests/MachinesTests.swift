@@ -24,6 +24,8 @@ struct MachinesTests {
         var image: String
         var started: Int
         var cgroup: String?
+        /// "BASE:COUNT", or nil without a user namespace.
+        var users: String?
     }
 
     static func list(sourceLocation: SourceLocation = #_sourceLocation) throws -> [Listed] {
@@ -83,7 +85,12 @@ struct MachinesTests {
         // list: the table says the same.
         let table = try Self.table()
         let bootRow = try #require(table[booted]), runRow = try #require(table[ran])
-        #expect(bootRow.count == 6 && runRow.count == 6, "\(bootRow) \(runRow)")
+        #expect(bootRow.count == 7 && runRow.count == 7, "\(bootRow) \(runRow)")
+        // USERS: the range, BASE-LAST, as `list --json` has it as BASE:COUNT.
+        for (row, entry) in [(bootRow, bootEntry), (runRow, runEntry)] {
+            let range = try #require(entry.users?.split(separator: ":").compactMap { UInt32($0) }, "\(entry)")
+            #expect(range.count == 2 && row[4] == "\(range[0])-\(range[0] + range[1] - 1)", "\(row)")
+        }
         #expect([bootRow[1], bootRow[2], bootRow[3], bootRow.last] == ["boot", "overlay", String(bootEntry.leader), debian.path])
         #expect([runRow[1], runRow[2], runRow[3], runRow.last] == ["run", "overlay", String(runEntry.leader), basic.path])
 
@@ -167,7 +174,7 @@ struct MachinesTests {
         run.signal(SIGKILL)
         #expect(run.exitStatus(within: Self.limit) == 137)
         // The kernel takes the container down with imgboot, and the loop devices (autoclear).
-        #expect(Harness.waitUntil(upTo: Self.limit) { Harness.processes(matching: image.machine).isEmpty })
+        #expect(Harness.waitUntil(upTo: Self.limit) { Harness.machineProcesses(image.machine).isEmpty })
         #expect(Harness.waitUntil(upTo: Self.limit) { Harness.loopDevices(backing: image.path).isEmpty })
 
         #expect(try Self.table()[name] == nil)

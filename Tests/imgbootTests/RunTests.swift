@@ -164,8 +164,8 @@ struct RunTests {
             grep -E ' /(proc/sys|sys) ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1
             """])
         #expect(out.status == 0)
-        #expect(out.stdout.split(separator: "\n").map(String.init) ==
-            ["proc/sys read-only", "sys read-only", "/proc/sys ro", "/sys ro"])
+        #expect(out.stdout.split(separator: "\n").map(String.init).sorted() ==
+            ["/proc/sys ro", "/sys ro", "proc/sys read-only", "sys read-only"])
         #expect(out.stderr.contains("/proc/sys/kernel/domainname: Read-only file system"), "\(out.stderr)")
         #expect(out.stderr.contains("touch: /sys/x: Read-only file system"), "\(out.stderr)")
         #expect(image.isUnchanged)
@@ -203,13 +203,16 @@ struct RunTests {
         return UInt64(line.dropFirst("CapBnd:".count).trimmingCharacters(in: .whitespaces), radix: 16) ?? 0
     }()
 
-    @Test(arguments: [false, true])
-    func capabilityBoundingSet(privateNetwork: Bool) throws {
+    /// All five sets of PID 1 and of the command. With a user namespace (the default), the
+    /// container's capabilities are exactly nspawn's, in its own namespace; without one, within
+    /// what the host has (a container cannot get more): ContainmentTests says which capabilities
+    /// that leaves unchecked on a host whose own bounding set lacks some.
+    @Test(arguments: [false, true], ["pick", "no"])
+    func capabilityBoundingSet(privateNetwork: Bool, users: String) throws {
         let image = try ImageCopy("basic")
-        let lines = try image.sh(privateNetwork ? ["--private-network"] : [], "grep -E '^Cap' /proc/1/status /proc/self/status")
-        // Within what the host has (a container cannot get more): ContainmentTests says which
-        // capabilities that leaves unchecked on a host whose own bounding set lacks some.
-        let expected = (Self.nspawnCapabilities | (privateNetwork ? 1 << 12 : 0)) & Self.hostBoundingSet
+        let lines = try image.sh((privateNetwork ? ["--private-network"] : []) + ["--private-users=\(users)"],
+                                 "grep -E '^Cap' /proc/1/status /proc/self/status")
+        let expected = (Self.nspawnCapabilities | (privateNetwork ? 1 << 12 : 0)) & (users == "no" ? Self.hostBoundingSet : ~0)
         let hex = String(format: "%016llx", expected), none = String(repeating: "0", count: 16)
         let sets = ["CapInh:\t\(none)", "CapPrm:\t\(hex)", "CapEff:\t\(hex)", "CapBnd:\t\(hex)", "CapAmb:\t\(none)"]
         #expect(lines == sets.map { "/proc/1/status:" + $0 } + sets.map { "/proc/self/status:" + $0 })
@@ -241,14 +244,20 @@ struct RunTests {
 
     /// --bind writes through to the host; --bind-ro (and :ro) refuses writes; DST defaults to
     /// SRC, and its missing parents are made (in the container's tree, never the image).
-    @Test func binds() throws {
+    /// Binds of host directories: read-write, read-only (two spellings), and DST defaulting to
+    /// SRC. With a user namespace the writable ones are idmapped (`:idmap`), so that root inside
+    /// writes as the host's root there; `pickWithoutIdmap` shows what a plain one does.
+    @Test(arguments: ["no", "pick"])
+    func binds(users: String) throws {
         let image = try ImageCopy("basic")
         let dir = image.directory
         for sub in ["rw", "ro", "same/deep"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
         try "from the host\n".write(toFile: "\(dir)/ro/file", atomically: false, encoding: .utf8)
 
+        let idmap = users == "no" ? "" : ":idmap"
         let out = try image.run(
-            ["--bind=\(dir)/rw:/mnt/rw", "--bind-ro=\(dir)/ro:/mnt/ro", "--bind=\(dir)/ro:/mnt/ro2:ro", "--bind=\(dir)/same/deep"],
+            ["--private-users=\(users)", "--bind=\(dir)/rw:/mnt/rw\(idmap)", "--bind-ro=\(dir)/ro:/mnt/ro",
+             "--bind=\(dir)/ro:/mnt/ro2:ro", "--bind=\(dir)/same/deep:\(idmap.isEmpty ? "" : ":idmap")"],
             ["sh", "-c", """
                 echo through > /mnt/rw/new && echo rw written
                 cat /mnt/ro/file
@@ -263,6 +272,28 @@ struct RunTests {
         #expect((try? String(contentsOfFile: "\(dir)/same/deep/new", encoding: .utf8)) == "deep\n")
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/ro/new"))
         #expect(image.isUnchanged)
+    }
+
+    /// A plain bind under a user namespace: the host's files show as nobody's (their owners are
+    /// not mapped), root inside cannot write where only the host's root may, and where anyone
+    /// may, what it creates belongs to the container's root as the host numbers it.
+    @Test func pickWithoutIdmap() throws {
+        let image = try ImageCopy("basic")
+        let dir = image.directory
+        for sub in ["closed", "open"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
+        chmod("\(dir)/closed", 0o755)
+        chmod("\(dir)/open", 0o777)
+        let out = try image.run(["--bind=\(dir)/closed:/mnt/closed", "--bind=\(dir)/open:/mnt/open"], ["sh", "-c", """
+            stat -c '%u:%g' /mnt/closed
+            echo no > /mnt/closed/new || echo refused
+            echo yes > /mnt/open/new && echo written
+            """])
+        #expect(out.stdout == "65534:65534\nrefused\nwritten\n", "\(out.stderr)")
+        #expect(out.stderr.contains("Permission denied"), "\(out.stderr)")
+        var st = stat()
+        #expect(stat("\(dir)/open/new", &st) == 0)
+        #expect(st.st_uid >= 0x80000 && st.st_uid == st.st_gid, "created as host UID \(st.st_uid): not the range's root")
+        #expect(!FileManager.default.fileExists(atPath: "\(dir)/closed/new"))
     }
 
     struct ExitCase: Sendable, CustomTestStringConvertible {
@@ -380,7 +411,7 @@ struct RunTests {
         try #require(running, "sleep did not start in the container: \(imgboot.stderr)")
         imgboot.signal(SIGKILL)
         #expect(imgboot.exitStatus(within: 30) == 137)
-        #expect(Harness.waitUntil(upTo: 30) { Harness.processes(matching: image.machine).isEmpty })
+        #expect(Harness.waitUntil(upTo: 30) { Harness.machineProcesses(image.machine).isEmpty })
         #expect(Harness.waitUntil(upTo: 30) { Harness.loopDevices(backing: image.path).isEmpty })
         if let cgroup = Harness.machineCgroup(image.machine) { rmdir(cgroup) }
         for file in Harness.machineFiles(image.machine) { remove(file) }
