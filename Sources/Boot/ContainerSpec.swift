@@ -62,11 +62,13 @@ public struct ContainerSpec: Sendable {
         public var target: String
         public var readOnly: Bool
         /// With a user namespace: map the host's owners into the container (the host's root is
-        /// the container's root on this bind), as nspawn's `idmap` option. Without it, files of
-        /// the host's users show as owned by nobody in the container, and stay theirs.
-        public var idmap: Bool
+        /// the container's root on this bind), as nspawn's `idmap` option — the default here,
+        /// where user namespaces are: a directory given to the container works as it did
+        /// without one. `noidmap` (false): files of the host's users show as owned by nobody in
+        /// the container, and root inside writes only where anyone may. Nil: the default.
+        public var idmap: Bool?
 
-        public init(source: String, target: String, readOnly: Bool, idmap: Bool = false) {
+        public init(source: String, target: String, readOnly: Bool, idmap: Bool? = nil) {
             self.source = source
             self.target = target
             self.readOnly = readOnly
@@ -82,7 +84,7 @@ public struct ContainerSpec: Sendable {
                 return .failure(BindSyntaxError(text: text, reason: "expected SRC[:DST[:OPTIONS]]"))
             }
             let target = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
-            var ro = readOnly, idmap = false
+            var ro = readOnly, idmap: Bool? = nil
             if parts.count == 3 {
                 for option in parts[2].split(separator: ",", omittingEmptySubsequences: false) {
                     switch option {

@@ -302,11 +302,15 @@ struct ContainerTree {
         } catch {
             throw BootError(image: image, "--bind target \(bind.target)", errno: error.errno)
         }
-        if bind.idmap && idmap >= 0 {
+        if bind.idmap ?? true, idmap >= 0 {
             // The host's owners, mapped into the container (the host's root is its root): one
             // mount, not recursive (a mapping is per mount), read-only from the start if asked.
             guard imgboot_bind_idmapped(source, idmap, bind.readOnly ? 1 : 0, target.fd) == 0 else {
-                throw BootError(image: image, "bind \(bind.source) on \(bind.target) idmapped", errno: errno)
+                let e = errno
+                if e == EINVAL || e == EPERM || e == EOPNOTSUPP {
+                    throw BootError(image: image, "bind \(bind.source) on \(bind.target): \(String(cString: strerror(e))) (its filesystem, or a mount below it, cannot be idmapped; add :noidmap, or use --private-users=no)")
+                }
+                throw BootError(image: image, "bind \(bind.source) on \(bind.target)", errno: e)
             }
             return
         }

@@ -64,10 +64,7 @@ fail:
 
 int imgboot_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 
-/// Attaches the detached mount `mnt` (fsmount or open_tree clone) on the directory or file open
-/// at `target_fd` (O_PATH will do), idmapped through `userns_fd` first when that is not -1.
-/// Closes `mnt`.
-static int attach_detached(int mnt, int userns_fd, uint64_t attributes, int target_fd) {
+int imgboot_attach_detached(int mnt, int userns_fd, uint64_t attributes, int target_fd) {
     int saved;
     if (userns_fd >= 0 || attributes) {
         struct mount_attr attr = { .attr_set = attributes, .userns_fd = userns_fd < 0 ? 0 : (uint64_t)userns_fd };
@@ -87,8 +84,7 @@ fail:
     return -1;
 }
 
-int imgboot_mount_idmapped(const char *source, const char *fstype, const char *options, int userns_fd,
-                           int target_fd) {
+int imgboot_mount_detached(const char *source, const char *fstype, const char *options) {
     int fs = (int)syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC);
     if (fs < 0)
         return -1;
@@ -138,7 +134,7 @@ int imgboot_mount_idmapped(const char *source, const char *fstype, const char *o
     if (mnt < 0)
         goto fail;
     close(fs);
-    return attach_detached(mnt, userns_fd, 0, target_fd);
+    return mnt;
 fail:
     saved = errno;
     close(fs);
@@ -150,7 +146,7 @@ int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int targe
     int mnt = (int)syscall(SYS_open_tree, source_fd, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH);
     if (mnt < 0)
         return -1;
-    return attach_detached(mnt, userns_fd, read_only ? MOUNT_ATTR_RDONLY : 0, target_fd);
+    return imgboot_attach_detached(mnt, userns_fd, read_only ? MOUNT_ATTR_RDONLY : 0, target_fd);
 }
 
 #ifndef MFD_EXEC

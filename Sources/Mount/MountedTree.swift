@@ -170,17 +170,19 @@ public final class MountedTree {
     }
 
     /// A partition's filesystem, idmapped: mounted detached, mapped, then attached (an attached
-    /// mount cannot be idmapped). Where the filesystem cannot be, the error says what to do.
+    /// mount cannot be idmapped). Where the mapping fails, the error says what to do.
     private func mountIdmapped(_ device: String, on target: borrowing TreePath, fsType: String, options: String,
                                idmap: Int32, step: MountPlan.Step) throws(MountError) {
         let landing = try landingPath(target, step.target)
-        guard imgboot_mount_idmapped(device, fsType, options, idmap, target.fd) == 0 else {
+        let mnt = imgboot_mount_detached(device, fsType, options)
+        guard mnt >= 0 else {
+            // As it would fail without a user namespace (a corrupt filesystem: "Structure needs cleaning").
+            throw MountError(image: image, partition: step.partition, .failed(operation: "mount \(fsType) on \(step.target)", errno: errno))
+        }
+        guard imgboot_attach_detached(mnt, idmap, 0, target.fd) == 0 else {
             let e = errno
-            if e == EINVAL || e == EPERM || e == EOPNOTSUPP {
-                throw MountError(image: image, partition: step.partition, .other(
-                    "mount \(fsType) on \(step.target) idmapped for the user namespace: \(String(cString: strerror(e))) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
-            }
-            throw MountError(image: image, partition: step.partition, .failed(operation: "mount \(fsType) on \(step.target) idmapped", errno: e))
+            throw MountError(image: image, partition: step.partition, .other(
+                "mount \(fsType) on \(step.target) idmapped for the user namespace: \(String(cString: strerror(e))) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
         }
         made.append(landing)
     }

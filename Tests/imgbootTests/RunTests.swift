@@ -245,8 +245,8 @@ struct RunTests {
     /// --bind writes through to the host; --bind-ro (and :ro) refuses writes; DST defaults to
     /// SRC, and its missing parents are made (in the container's tree, never the image).
     /// Binds of host directories: read-write, read-only (two spellings), and DST defaulting to
-    /// SRC. With a user namespace the writable ones are idmapped (`:idmap`), so that root inside
-    /// writes as the host's root there; `pickWithoutIdmap` shows what a plain one does.
+    /// SRC. With a user namespace they are idmapped by default, so that root inside writes as the
+    /// host's root there, as without one; `pickWithoutIdmap` shows what `:noidmap` does.
     @Test(arguments: ["no", "pick"])
     func binds(users: String) throws {
         let image = try ImageCopy("basic")
@@ -254,10 +254,9 @@ struct RunTests {
         for sub in ["rw", "ro", "same/deep"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
         try "from the host\n".write(toFile: "\(dir)/ro/file", atomically: false, encoding: .utf8)
 
-        let idmap = users == "no" ? "" : ":idmap"
         let out = try image.run(
-            ["--private-users=\(users)", "--bind=\(dir)/rw:/mnt/rw\(idmap)", "--bind-ro=\(dir)/ro:/mnt/ro",
-             "--bind=\(dir)/ro:/mnt/ro2:ro", "--bind=\(dir)/same/deep:\(idmap.isEmpty ? "" : ":idmap")"],
+            ["--private-users=\(users)", "--bind=\(dir)/rw:/mnt/rw", "--bind-ro=\(dir)/ro:/mnt/ro",
+             "--bind=\(dir)/ro:/mnt/ro2:ro", "--bind=\(dir)/same/deep"],
             ["sh", "-c", """
                 echo through > /mnt/rw/new && echo rw written
                 cat /mnt/ro/file
@@ -274,7 +273,7 @@ struct RunTests {
         #expect(image.isUnchanged)
     }
 
-    /// A plain bind under a user namespace: the host's files show as nobody's (their owners are
+    /// `:noidmap` under a user namespace: the host's files show as nobody's (their owners are
     /// not mapped), root inside cannot write where only the host's root may, and where anyone
     /// may, what it creates belongs to the container's root as the host numbers it.
     @Test func pickWithoutIdmap() throws {
@@ -283,7 +282,7 @@ struct RunTests {
         for sub in ["closed", "open"] { try FileManager.default.createDirectory(atPath: "\(dir)/\(sub)", withIntermediateDirectories: true) }
         chmod("\(dir)/closed", 0o755)
         chmod("\(dir)/open", 0o777)
-        let out = try image.run(["--bind=\(dir)/closed:/mnt/closed", "--bind=\(dir)/open:/mnt/open"], ["sh", "-c", """
+        let out = try image.run(["--bind=\(dir)/closed:/mnt/closed:noidmap", "--bind=\(dir)/open:/mnt/open:noidmap"], ["sh", "-c", """
             stat -c '%u:%g' /mnt/closed
             echo no > /mnt/closed/new || echo refused
             echo yes > /mnt/open/new && echo written

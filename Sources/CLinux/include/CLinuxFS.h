@@ -33,11 +33,15 @@ int imgboot_mount_detached_readonly(const char *source, const char *fstype,
                                     const char *const *keys, const char *const *values);
 
 /// Mounts `source` (a block device) with filesystem `fstype` and mount(8)-style `options`
-/// ("ro,nodev,norecovery") on the directory open at `target_fd` (O_PATH will do) through the
-/// new mount API, idmapped through the user namespace `userns_fd` (the image's UID 0 becomes
-/// that namespace's root) unless it is -1.
-int imgboot_mount_idmapped(const char *source, const char *fstype, const char *options, int userns_fd,
-                           int target_fd);
+/// ("ro,nodev,norecovery") through the new mount API, detached: reach it through the returned
+/// descriptor; `imgboot_attach_detached` puts it in place.
+int imgboot_mount_detached(const char *source, const char *fstype, const char *options);
+
+/// Attaches the detached mount `mnt` (from `imgboot_mount_detached` or an open_tree clone) on
+/// the directory or file open at `target_fd` (O_PATH will do), first idmapped through the user
+/// namespace `userns_fd` unless it is -1 (the filesystem's UID 0 becomes that namespace's root)
+/// and given the MOUNT_ATTR_* `attributes`. Closes `mnt`, whatever happens.
+int imgboot_attach_detached(int mnt, int userns_fd, uint64_t attributes, int target_fd);
 
 /// Binds what is open at `source_fd` on what is open at `target_fd` (O_PATH will do for both),
 /// idmapped through `userns_fd` (unless -1), read-only when `read_only`: a clone of the mount
