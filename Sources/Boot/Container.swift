@@ -76,7 +76,7 @@ public enum Container {
         if let users { try console.giveSlave(to: users, subject: image) }
         let environment = makeEnvironment(spec, console: console)
         let keep = Capabilities.keep(privateNetwork: spec.privateNetwork)
-        let filter = try SyscallFilter.compile(keeping: keep)
+        let filter = try SyscallFilter.program(keeping: keep)
         let initFD = spec.boot ? -1 : try ContainerInit.memfd(subject: image)
         defer { if initFD >= 0 { close(initFD) } }
         // boot: argv[0] is replaced by the init the tree has (the go byte says which).

@@ -35,7 +35,7 @@ public enum Machines {
         // The machine's own capability set and filter: the first process the container can
         // see is no more privileged than the container, and maps nothing of imgboot's.
         let keep = Capabilities.keep(privateNetwork: false)
-        let filter = try SyscallFilter.compile(keeping: keep)
+        let filter = try SyscallFilter.program(keeping: keep)
         let initFD = try ContainerInit.memfd(subject: name)
         defer { close(initFD) }
         var errorPipe: [Int32] = [-1, -1]

@@ -367,15 +367,20 @@ class Bench:
     def cmd_dissect(self, image):
         return ["systemd-dissect", "--json=short", self.img(image)]
 
-    def cmd_run(self, image, mode, machine="bench"):
+    def cmd_run(self, image, mode, machine="bench", users=None):
         # --machine: the default name (the image's) would collide with anyone else's run of
-        # the same image; it costs nothing
-        return [self.imgboot, "run", f"--volatile={mode}", f"--machine={machine}", self.img(image),
-                "--", "/bin/true"]
+        # the same image; it costs nothing. users: --private-users (imgboot's default: pick)
+        return ([self.imgboot, "run", f"--volatile={mode}", f"--machine={machine}"]
+                + ([f"--private-users={users}"] if users else []) + [self.img(image), "--", "/bin/true"])
 
-    def cmd_nspawn(self, image, mode, machine=None):
+    # systemd-nspawn with a user namespace as imgboot's default has one: a range it picks, the
+    # image's files mapped into it by idmapped mounts (not chowned).
+    NSPAWN_USERNS = ["--private-users=pick", "--private-users-ownership=map"]
+
+    def cmd_nspawn(self, image, mode, machine=None, userns=False):
         return (["systemd-nspawn", "-q", "--register=no", "--keep-unit", f"--image={self.img(image)}",
-                 f"--volatile={mode}"] + ([f"--machine={machine}"] if machine else []) + ["/bin/true"])
+                 f"--volatile={mode}"] + (self.NSPAWN_USERNS if userns else [])
+                + ([f"--machine={machine}"] if machine else []) + ["/bin/true"])
 
     # ---- hyperfine groups ----------------------------------------------------------------
 
@@ -543,8 +548,11 @@ class Bench:
         with_udev = []
         for mode in modes:
             with_udev.append((f"imgboot run {mode} basic", "imgboot", self.cmd_run("basic", mode)))
+            with_udev.append((f"imgboot run {mode} basic, no userns", "imgboot", self.cmd_run("basic", mode, users="no")))
             if self.nspawn_ok:
                 with_udev.append((f"systemd-nspawn {mode} basic", "systemd-nspawn", self.cmd_nspawn("basic", mode)))
+                with_udev.append((f"systemd-nspawn {mode} basic, userns", "systemd-nspawn",
+                                  self.cmd_nspawn("basic", mode, userns=True)))
         alone = [(f"imgboot run {m} basic, no udevd", "imgboot", self.cmd_run("basic", m)) for m in modes]
 
         def stop_udevd():
@@ -559,12 +567,16 @@ class Bench:
         phases = [(stop_udevd, alone, False), (start_udevd, with_udev, bool(self.nspawn_ok))]
         self.group("run --volatile=MODE basic", None, runs, phases=phases)
         start_udevd()
+        # imgboot's default (a user namespace) against nspawn with one, and both without one.
         for mode in modes:
-            self.compare(f"run --volatile={mode} basic", f"imgboot run {mode} basic",
+            self.compare(f"run --volatile={mode} basic, user namespace", f"imgboot run {mode} basic",
+                         f"systemd-nspawn {mode} basic, userns", 0.25)
+        for mode in modes:
+            self.compare(f"run --volatile={mode} basic, no user namespace", f"imgboot run {mode} basic, no userns",
                          f"systemd-nspawn {mode} basic", 0.25)
         for mode in modes:
-            self.compare(f"run --volatile={mode} basic, imgboot without udevd",
-                         f"imgboot run {mode} basic, no udevd", f"systemd-nspawn {mode} basic", 0.25)
+            self.compare(f"run --volatile={mode} basic, user namespace, imgboot without udevd",
+                         f"imgboot run {mode} basic, no udevd", f"systemd-nspawn {mode} basic, userns", 0.25)
 
     def run_scaling(self):
         runs = 10
@@ -684,11 +696,12 @@ class Bench:
 
     # ---- Debian boot ---------------------------------------------------------------------
 
-    def boot_imgboot(self, timeout=60):
+    def boot_imgboot(self, timeout=60, users=None):
         """imgboot boot: ready = its "is ready" line on stderr; then SIGTERM (it asks the init
         to halt) and time until it exits."""
         img = self.img("debian")
-        cmd = [self.imgboot, "boot", "--volatile=overlay", "--console=passive", "--machine=bench-debian", img]
+        cmd = ([self.imgboot, "boot", "--volatile=overlay", "--console=passive", "--machine=bench-debian"]
+               + ([f"--private-users={users}"] if users else []) + [img])
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE)
@@ -716,7 +729,7 @@ class Bench:
         return self._stop(p, cmd, t0, ready, signal.SIGTERM, err, self.fail, {"reportedReady": reported,
                                                                    "vmHWMKiB": hwm, "vmRSSKiB": rss})
 
-    def boot_nspawn(self, timeout=60):
+    def boot_nspawn(self, timeout=60, userns=False):
         """systemd-nspawn -b --notify-ready=yes: nspawn passes the container's READY=1 (systemd
         sends it when the boot transaction is done, the same signal imgboot reports) to its own
         NOTIFY_SOCKET, ours. Then SIGTERM: nspawn sends the container's init its --kill-signal,
@@ -727,8 +740,9 @@ class Bench:
             os.unlink(path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         s.bind(path)
-        cmd = ["systemd-nspawn", "-q", "--register=no", "--keep-unit", f"--image={img}",
-               "--volatile=overlay", "--console=passive", "--notify-ready=yes", "--machine=bench-debian", "-b"]
+        cmd = (["systemd-nspawn", "-q", "--register=no", "--keep-unit", f"--image={img}",
+                "--volatile=overlay", "--console=passive", "--notify-ready=yes", "--machine=bench-debian"]
+               + (self.NSPAWN_USERNS if userns else []) + ["-b"])
         env = dict(os.environ, NOTIFY_SOCKET=path)
         t0 = time.monotonic()
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -780,9 +794,10 @@ class Bench:
     def boot(self):
         if "debian" not in self.result["images"]:
             return
-        tools = [("imgboot", self.boot_imgboot)]
+        tools = [("imgboot", self.boot_imgboot), ("imgboot, no userns", lambda: self.boot_imgboot(users="no"))]
         if self.nspawn_ok:
             tools.append(("systemd-nspawn", self.boot_nspawn))
+            tools.append(("systemd-nspawn, userns", lambda: self.boot_nspawn(userns=True)))
         samples = {t: [] for t, _ in tools}
         load_before = loadavg()
         warm = 0 if self.quick else 1
@@ -808,15 +823,18 @@ class Bench:
                 "vmHWMKiBMax": max([r["vmHWMKiB"] for r in good if r.get("vmHWMKiB")], default=None),
             }
         self.result["boot"] = out
-        i, n = out["imgboot"], out.get("systemd-nspawn")
-        for what, key, target in (("boot debian to ready", "readyMedian", 1.0),
-                                  ("debian poweroff (SIGTERM to exit)", "poweroffMedian", None)):
-            ratio = i[key] / n[key] if n and i[key] and n[key] else None
-            self.result["comparisons"].append({
-                "name": what, "imgboot": "imgboot boot", "reference": "systemd-nspawn -b",
-                "imgbootMedian": i[key], "referenceMedian": n and n[key], "ratio": ratio,
-                "target": target, "met": None if ratio is None or target is None else ratio <= target,
-                "runs": self.boot_runs, "load": out["loadAfter"][0]})
+        i = out["imgboot"]
+        pairs = (("user namespace", "imgboot", "systemd-nspawn, userns"), ("no user namespace", "imgboot, no userns", "systemd-nspawn"))
+        for label, mine, theirs in pairs:
+            a, n = out[mine], out.get(theirs)
+            for what, key, target in ((f"boot debian to ready, {label}", "readyMedian", 1.0),
+                                      (f"debian poweroff (SIGTERM to exit), {label}", "poweroffMedian", None)):
+                ratio = a[key] / n[key] if n and a[key] and n[key] else None
+                self.result["comparisons"].append({
+                    "name": what, "imgboot": f"imgboot boot ({mine})", "reference": f"systemd-nspawn -b ({theirs})",
+                    "imgbootMedian": a[key], "referenceMedian": n and n[key], "ratio": ratio,
+                    "target": target, "met": None if ratio is None or target is None else ratio <= target,
+                    "runs": self.boot_runs, "load": out["loadAfter"][0]})
         self.result["memory"]["bootVmHWMKiB"] = i["vmHWMKiBMax"]
         if n:
             self.result["memory"]["nspawnBootVmHWMKiB"] = n["vmHWMKiBMax"]
