@@ -16,7 +16,9 @@ extension IMGBoot {
                 Like `systemd-dissect --mount`: the partitions are mounted where the image says \
                 (root on DIR, /usr, /home, /srv, …) in the host's mount namespace. \
                 `imgboot umount DIR` takes it all down again. Default --volatile=no: the image \
-                is written only if you write to the tree; add --read-only to prevent that.
+                is written only if you write to the tree; add --read-only to prevent that. Every \
+                mount of the tree is nosuid and nodev: a setuid program in the image gives no \
+                one its owner's rights (see --suid).
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -28,6 +30,10 @@ extension IMGBoot {
         @Argument(help: "The directory to mount it on (must exist).")
         var directory: String
 
+        @Flag(help: ArgumentHelp(
+            "Honour set-user-ID bits and file capabilities in the tree (nodev stays). Unsafe with an image you do not trust: its setuid-root programs give any local user root."))
+        var suid = false
+
         @Flag(help: "Print the mount plan and do nothing.")
         var dryRun = false
 
@@ -37,7 +43,9 @@ extension IMGBoot {
             let logger = global.makeLogger()
             let dissected = try DissectedImage.dissect(path: image, logger: logger)
             for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }
-            let plan = try MountPlan.make(for: dissected, options: layering.options(default: .no))
+            var options = layering.options(default: .no)
+            options.nosuid = !suid
+            let plan = try MountPlan.make(for: dissected, options: options)
             if dryRun {
                 print(plan.description)
                 return
