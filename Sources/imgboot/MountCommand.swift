@@ -52,18 +52,21 @@ extension IMGBoot {
             }
             try requireRoot(image, "mounting")
             let dir = try existingDirectory(directory)
-            let writable = plan.attachments.contains { !$0.readOnly }
-            if let other = MountRecord.conflict(image: image, writable: writable) {
-                throw CommandError(description: "\(image): image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
-            }
+            guard dir != "/" else { throw CommandError(description: "/: imgboot mounts an image on a directory, never on the host's root") }
             // Ctrl-C while mounting waits until the tree is whole, then takes it down again.
             let signals = Signals()
+            let writable = plan.attachments.contains { !$0.readOnly }
+            if let other = try MountRecord.conflict(image: image, writable: writable, subject: image, stop: signals) {
+                throw CommandError(description: "\(image): image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
+            }
             let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
-            MountRecord(directory: dir, image: image, devices: attached.devices.map(\.device.identity), writable: writable).save()
             do {
+                // Without its record, `imgboot umount` would refuse the tree: no record, no tree.
+                try MountRecord.make(directory: dir, image: image, devices: attached.devices.map(\.device.identity),
+                                     writable: writable).save(stop: signals)
                 try signals.checkpoint(image)
             } catch {
-                try ImageUnmount.unmount(dir, logger: logger)
+                try ImageUnmount.unmount(dir, requireRecord: false, logger: logger)
                 throw error
             }
             for warning in tree.warnings { writeError("imgboot: \(image): \(warning)") }
@@ -73,7 +76,12 @@ extension IMGBoot {
     struct UnmountImage: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "umount",
-            abstract: "Unmount a tree that `imgboot mount` mounted, and wait for its loop devices to go.")
+            abstract: "Unmount a tree that `imgboot mount` mounted, and wait for its loop devices to go.",
+            discussion: """
+                Only a tree imgboot mount made: a directory it has no record of, or where the \
+                mount it made has been replaced or mounted over, is refused and nothing is \
+                unmounted.
+                """)
 
         @OptionGroup var global: GlobalOptions
 
