@@ -37,7 +37,7 @@ public enum ImageMount {
 /// for `imgboot umount` and for the image conflicts of `run`/`boot`: the mount it made on the
 /// directory (the top of the tree), and the tree's loop devices, which the mount table no
 /// longer shows once overlays and binds have detached their staging mounts.
-public struct MountRecord: Equatable {
+public struct MountRecord: Equatable, Sendable {
     public var directory: String
     public var image: String
     /// The image file's device and inode, to recognise it under any name.
