@@ -106,6 +106,16 @@ public struct MachineRecord: Sendable, Equatable {
         return pidfd
     }
 
+    /// Whether `openLeader` would succeed now: the recorded leader is the machine's.
+    public var leaderIsVerified: Bool {
+        do {
+            _ = try openLeader()
+            return true
+        } catch {
+            return false
+        }
+    }
+
     private func notTheLeader(_ pid: pid_t, _ why: String) -> MountError {
         MountError(image: name, .other("PID \(pid) is no longer the machine's leader (\(why)): refusing to signal or enter it"))
     }

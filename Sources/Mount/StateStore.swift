@@ -64,11 +64,15 @@ public enum StateStore {
         if mkdirat(parent, name, 0o700) != 0 && errno != EEXIST {
             throw MountError(image: subject, .failed(operation: "create \(path)", errno: errno))
         }
+        // What is wrong with `path` itself: said of the path, after the subject if that differs.
+        func refused(_ problem: String) -> MountError {
+            subject == path ? MountError(image: path, .other(problem)) : MountError(image: subject, .other("\(path): \(problem)"))
+        }
         let fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else {
             let e = errno
             if e == ELOOP || e == ENOTDIR {
-                throw MountError(image: subject, .other("\(path) is not a directory (imgboot never follows a symlink there): remove it"))
+                throw refused("not a directory (imgboot never follows a symlink here): refusing to use it (remove it)")
             }
             throw MountError(image: subject, .failed(operation: "open \(path)", errno: e))
         }
@@ -80,7 +84,7 @@ public enum StateStore {
         }
         guard st.st_uid == 0 else {
             close(fd)
-            throw MountError(image: subject, .other("\(path) is owned by uid \(st.st_uid), not root: refusing to use it (remove it)"))
+            throw refused("owned by uid \(st.st_uid), not root: refusing to use it (remove it)")
         }
         if st.st_mode & 0o7777 != 0o700 && fchmod(fd, 0o700) != 0 {
             let e = errno

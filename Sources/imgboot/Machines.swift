@@ -24,7 +24,13 @@ extension IMGBoot {
             guard geteuid() == 0 else {
                 throw CommandError(description: "\(StateStore.root): listing machines needs root (imgboot's state there is root's alone)")
             }
-            let machines = try MachineRegistry.list()
+            // A leader that cannot be proven the machine's (its PID since reused) is shown as 0:
+            // never a PID that names someone else's process.
+            let machines = try MachineRegistry.list().map { m in
+                var m = m
+                if !m.leaderIsVerified { m.leader = nil }
+                return m
+            }
             if json {
                 print(JSON.array(machines.map { m in
                     .object([
