@@ -258,9 +258,16 @@ public enum ImageUnmount {
         guard !table.mounts(atOrBelow: dir).isEmpty else { throw MountError(image: dir, .other("nothing is mounted there")) }
         let notImgboots = MountError(image: dir, .other("not mounted by imgboot mount; nothing was unmounted"))
         guard dir.hasPrefix("/"), dir != "/" else { throw notImgboots }
-        try StateStore.prepare([.mounts], subject: dir)
-        let record = MountRecord.load(directory: dir)
-        if requireRecord && record == nil { throw notImgboots }
+        let record: MountRecord?
+        if requireRecord {
+            try StateStore.prepare([.mounts], subject: dir)
+            record = MountRecord.load(directory: dir)
+            guard record != nil else { throw notImgboots }
+        } else {
+            // Undoing a tree whose record may not exist: a store that cannot be used (the very
+            // reason the record could not be written, perhaps) must not keep the tree mounted.
+            record = (try? StateStore.prepare([.mounts], subject: dir)) != nil ? MountRecord.load(directory: dir) : nil
+        }
 
         // Everything goes through a descriptor of the directory's parent: no path is looked up
         // twice, so nothing swapped in meanwhile (a symlink in a directory a user owns) can
@@ -283,7 +290,11 @@ public enum ImageUnmount {
             if !LoopIdentity.waitUntilDetached(record.devices) {
                 logger.warning("\(dir): the loop devices of \(record.image) are still attached after 2 s")
             }
-            try MountRecord.remove(directory: dir, stop: stop)
+            if requireRecord {
+                try MountRecord.remove(directory: dir, stop: stop)
+            } else {
+                try? MountRecord.remove(directory: dir, stop: stop)  // undoing: the tree is gone, which is what matters
+            }
         }
     }
 
