@@ -48,15 +48,23 @@ public struct MountRecord: Equatable, Sendable {
     /// is still this very mount.
     public var top: MountIdentity
     public var devices: [LoopIdentity]
+    /// The mount namespace the tree is in (the nsfs inode of /proc/self/ns/mnt): only there do
+    /// its mount IDs mean anything, and only there can it be told whether it is still mounted.
+    public var namespace: FileIdentity?
 
-    public init(directory: String, image: String, imageFile: FileIdentity?, writable: Bool, top: MountIdentity, devices: [LoopIdentity]) {
+    public init(directory: String, image: String, imageFile: FileIdentity?, writable: Bool, top: MountIdentity, devices: [LoopIdentity],
+                namespace: FileIdentity?) {
         self.directory = directory
         self.image = image
         self.imageFile = imageFile
         self.writable = writable
         self.top = top
         self.devices = devices
+        self.namespace = namespace
     }
+
+    /// The calling process's mount namespace.
+    static func currentNamespace() -> FileIdentity? { FileIdentity(path: "/proc/self/ns/mnt") }
 
     /// The record's JSON (format version 1).
     public var json: JSON {
@@ -64,7 +72,7 @@ public struct MountRecord: Equatable, Sendable {
             ("version", .int(1)),
             ("directory", .string(directory)),
             ("image", .string(image)),
-            ("imageFile", imageFile.map { .object([("device", .int(Int64(bitPattern: $0.device))), ("inode", .int(Int64(bitPattern: $0.inode)))]) } ?? .null),
+            ("imageFile", imageFile.map(\.json) ?? .null),
             ("writable", .bool(writable)),
             ("top", top.json),
             ("devices", .array(devices.map { d in
@@ -75,6 +83,7 @@ public struct MountRecord: Equatable, Sendable {
                     ("backingFile", .string(d.backingFile)),
                 ])
             })),
+            ("mountNamespace", namespace.map(\.json) ?? .null),
         ])
     }
 
@@ -83,7 +92,8 @@ public struct MountRecord: Equatable, Sendable {
               let directory = json["directory"]?.stringValue, let image = json["image"]?.stringValue,
               let writable = json["writable"]?.boolValue,
               let top = json["top"].flatMap(MountIdentity.init(json:)),
-              case .array(let devices)? = json["devices"], let imageFile = json["imageFile"]
+              case .array(let devices)? = json["devices"], let imageFile = json["imageFile"],
+              let namespace = json["mountNamespace"]
         else { return nil }
         var identities: [LoopIdentity] = []
         for d in devices {
@@ -94,12 +104,17 @@ public struct MountRecord: Equatable, Sendable {
             identities.append(LoopIdentity(number: number, diskSequence: sequence.intValue.map { UInt64(bitPattern: $0) },
                                            backingFile: backing.stringValue, offset: UInt64(bitPattern: offset)))
         }
-        var file: FileIdentity?
+        var file: FileIdentity?, space: FileIdentity?
         if !imageFile.isNull {
-            guard let device = imageFile["device"]?.intValue, let inode = imageFile["inode"]?.intValue else { return nil }
-            file = FileIdentity(device: UInt64(bitPattern: device), inode: UInt64(bitPattern: inode))
+            guard let identity = FileIdentity(json: imageFile) else { return nil }
+            file = identity
         }
-        self.init(directory: directory, image: image, imageFile: file, writable: writable, top: top, devices: identities)
+        if !namespace.isNull {
+            guard let identity = FileIdentity(json: namespace) else { return nil }
+            space = identity
+        }
+        self.init(directory: directory, image: image, imageFile: file, writable: writable, top: top, devices: identities,
+                  namespace: space)
     }
 
     /// The record of the tree just mounted on `directory`, with its top mount as the system
@@ -111,25 +126,32 @@ public struct MountRecord: Equatable, Sendable {
             throw MountError(image: directory, .other("nothing is mounted there after mounting"))
         }
         return MountRecord(directory: directory, image: image, imageFile: FileIdentity(path: image), writable: writable,
-                           top: top, devices: devices)
+                           top: top, devices: devices, namespace: currentNamespace())
     }
 
     /// A mounted tree of the same image that a new use would conflict with — a writer next to
     /// anyone, as the image lock of `run`/`boot` has it — or nil. `imgboot mount` exits and its
     /// lock with it, so its trees are found by their records; records of trees no longer
-    /// mounted (taken down by umount(8)) are removed on the way.
+    /// mounted (taken down by umount(8)) are removed on the way. Whether a tree is still mounted
+    /// can only be told in its own mount namespace (its mount IDs are that namespace's): a tree
+    /// of another namespace (a private namespace's `imgboot mount`, seen from the host, or the
+    /// host's, seen from a `run` started in a private one) counts as mounted while that
+    /// namespace lives, and its record goes only once no process is left in it.
     public static func conflict(image: String, writable: Bool, subject: String, stop: StopSignals?) throws -> MountRecord? {
         guard let identity = FileIdentity(path: image) else { return nil }
         try StateStore.prepare([.mounts], subject: subject)
         return try StateStore.withLock(StateStore.mountsLock, subject: subject, stop: stop) { () -> MountRecord? in
             StateStore.removeAbandonedTemporaries(in: StateStore.mounts)
             let table = MountTable.current()
+            let namespace = currentNamespace()
             var found: MountRecord?
             for name in StateStore.names(in: StateStore.mounts) {
                 let path = StateStore.mounts + "/" + name
                 // A file that is no record of this format (an older imgboot's) is left alone.
                 guard let record = StateStore.read(path).flatMap(MountRecord.init(json:)) else { continue }
-                guard record.isMounted(in: table) else {
+                let mounted = record.namespace == namespace ? record.isMounted(in: table)
+                    : record.namespace.map(namespaceIsInUse) ?? true
+                guard mounted else {
                     unlink(path)
                     continue
                 }
@@ -137,6 +159,18 @@ public struct MountRecord: Equatable, Sendable {
             }
             return found
         }
+    }
+
+    /// Whether some process is in the mount namespace `namespace`.
+    static func namespaceIsInUse(_ namespace: FileIdentity) -> Bool {
+        guard let proc = opendir("/proc") else { return true }
+        defer { closedir(proc) }
+        while let entry = readdir(proc) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard name.first?.isNumber == true else { continue }
+            if FileIdentity(path: "/proc/\(name)/ns/mnt") == namespace { return true }
+        }
+        return false
     }
 
     /// Whether the tree is still mounted: its top mount is in `table`, on the directory.
@@ -276,6 +310,9 @@ public enum ImageUnmount {
         let (parent, name) = try openParent(of: dir)
         defer { close(parent) }
         guard let top = try MountIdentity.mounted(on: name, in: parent, path: dir, table: table) else { throw notImgboots }
+        if requireRecord, let record, record.namespace != MountRecord.currentNamespace() {
+            throw MountError(image: dir, .other("mounted by imgboot mount in another mount namespace; nothing was unmounted"))
+        }
         if requireRecord, let record, !record.top.isSame(as: top) {
             throw MountError(image: dir, .other("the mount there is no longer the one imgboot mount made (replaced or mounted over); nothing was unmounted"))
         }
@@ -349,5 +386,12 @@ public struct FileIdentity: Equatable, Sendable {
         var st = stat()
         guard stat(path, &st) == 0 else { return nil }
         self.init(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    var json: JSON { .object([("device", .int(Int64(bitPattern: device))), ("inode", .int(Int64(bitPattern: inode)))]) }
+
+    init?(json: JSON) {
+        guard let device = json["device"]?.intValue, let inode = json["inode"]?.intValue else { return nil }
+        self.init(device: UInt64(bitPattern: device), inode: UInt64(bitPattern: inode))
     }
 }

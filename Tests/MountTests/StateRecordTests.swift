@@ -89,7 +89,8 @@ struct StateRecordTests {
         imageFile: FileIdentity(device: 65024, inode: UInt64(Int64.max) + 5), writable: false,
         top: MountIdentity(id: 45, uniqueID: 2_147_568_607, source: "/dev/loop0", fsType: "ext4"),
         devices: [LoopIdentity(number: 0, diskSequence: 24405, backingFile: "/tmp/b.raw", offset: 1 << 20),
-                  LoopIdentity(number: 7, diskSequence: nil, backingFile: nil, offset: 0)])
+                  LoopIdentity(number: 7, diskSequence: nil, backingFile: nil, offset: 0)],
+        namespace: FileIdentity(device: 4, inode: 4_026_531_841))
 
     @Test func mountRoundTrip() throws {
         let read = try #require(MountRecord(json: try JSON(parsing: Self.mount.json.serialized(pretty: false))))
@@ -98,10 +99,11 @@ struct StateRecordTests {
         var withoutFile = Self.mount
         withoutFile.imageFile = nil
         withoutFile.top.uniqueID = nil
+        withoutFile.namespace = nil
         #expect(MountRecord(json: try JSON(parsing: withoutFile.json.serialized())) == withoutFile)
     }
 
-    @Test(arguments: ["version", "directory", "image", "imageFile", "writable", "top", "devices"])
+    @Test(arguments: ["version", "directory", "image", "imageFile", "writable", "top", "devices", "mountNamespace"])
     func mountFieldMissing(field: String) {
         guard case .object(let members) = Self.mount.json else { Issue.record("not an object"); return }
         #expect(MountRecord(json: .object(members.filter { $0.0 != field })) == nil)

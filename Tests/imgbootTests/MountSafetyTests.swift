@@ -192,6 +192,30 @@ struct MountSafetyTests {
         #expect(MountTop.at(dir) == replacement)
     }
 
+    /// A tree `imgboot mount` made on the host, while `run` starts in a private mount namespace
+    /// (where the tree's mounts are copies with IDs of their own): the run there still sees the
+    /// image as busy, and leaves the record alone — `umount` on the host takes the tree down.
+    @Test func runsInAnotherMountNamespaceLeaveTheRecordAlone() throws {
+        let tree = try ImageCopy("basic"), other = try ImageCopy("basic")
+        let dir = tree.directory + "/mnt"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: false)
+        let mount = try Harness.imgboot(["mount", tree.path, dir])
+        try #require(mount.status == 0, "\(mount.stderr)")
+        defer { _ = try? Harness.imgboot(["umount", dir]) }
+
+        let run = "exec \"$0\" run --volatile=no \"$1\" -- true"
+        let busy = Hardening.inPrivateMountNamespace(run, [Harness.binary, tree.path])
+        Hardening.expectOwnFailure(busy, image: tree.path, "image is busy: mounted writable on \(dir) by imgboot mount")
+        let elsewhere = Hardening.inPrivateMountNamespace(run, [Harness.binary, other.path])
+        #expect(elsewhere.status == 0, "\(elsewhere.stderr)")
+
+        let out = try Harness.imgboot(["umount", dir])
+        #expect(out.status == 0 && out.stderr.isEmpty, "\(out.stderr)")
+        #expect(MountTop.all(below: dir).isEmpty)
+        tree.leftovers.expectNone(imageUnchanged: false)
+        other.leftovers.expectNone(imageUnchanged: false)
+    }
+
     // MARK: Helpers
 
     /// `umount` of a mount the test made with plain mount(8), and its loop device gone.

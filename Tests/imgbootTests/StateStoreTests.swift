@@ -185,7 +185,7 @@ struct StateStoreTests {
                 i=$((i+1)); [ $i -lt 600 ] || exit 98; sleep 0.05
             done
             timeout -s KILL 60 "$0" run "$1" -- true; status=$?
-            pkill -P $holder; kill $holder
+            pkill -P $holder; wait $holder
             exit $status
             """, [Harness.binary, copy.path])
         Hardening.expectOwnFailure(out, image: copy.path,
