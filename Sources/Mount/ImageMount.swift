@@ -33,7 +33,7 @@ public enum ImageMount {
     }
 }
 
-/// What `imgboot mount` leaves in the state store (`/run/imgboot/mounts/HASH`, see `StateStore`)
+/// What `imgboot mount` leaves in the state store (`/run/imgboot/trees/HASH`, see `StateStore`)
 /// for `imgboot umount` and for the image conflicts of `run`/`boot`: the mount it made on the
 /// directory (the top of the tree), and the tree's loop devices, which the mount table no
 /// longer shows once overlays and binds have detached their staging mounts.
@@ -139,14 +139,14 @@ public struct MountRecord: Equatable, Sendable {
     /// namespace lives, and its record goes only once no process is left in it.
     public static func conflict(image: String, writable: Bool, subject: String, stop: StopSignals?) throws -> MountRecord? {
         guard let identity = FileIdentity(path: image) else { return nil }
-        try StateStore.prepare([.mounts], subject: subject)
-        return try StateStore.withLock(StateStore.mountsLock, subject: subject, stop: stop) { () -> MountRecord? in
-            StateStore.removeAbandonedTemporaries(in: StateStore.mounts)
+        try StateStore.prepare([.trees], subject: subject)
+        return try StateStore.withLock(StateStore.treesLock, subject: subject, stop: stop) { () -> MountRecord? in
+            StateStore.removeAbandonedTemporaries(in: StateStore.trees)
             let table = MountTable.current()
             let namespace = currentNamespace()
             var found: MountRecord?
-            for name in StateStore.names(in: StateStore.mounts) {
-                let path = StateStore.mounts + "/" + name
+            for name in StateStore.names(in: StateStore.trees) {
+                let path = StateStore.trees + "/" + name
                 // A file that is no record of this format (an older imgboot's) is left alone.
                 guard let record = StateStore.read(path).flatMap(MountRecord.init(json:)) else { continue }
                 let mounted = record.namespace == namespace ? record.isMounted(in: table)
@@ -182,13 +182,13 @@ public struct MountRecord: Equatable, Sendable {
     static func file(for directory: String) -> String {
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in directory.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return StateStore.mounts + "/" + String(hash, radix: 16)
+        return StateStore.trees + "/" + String(hash, radix: 16)
     }
 
     /// Writes the record into the store.
     public func save(stop: StopSignals?) throws {
-        try StateStore.prepare([.mounts], subject: directory)
-        try StateStore.withLock(StateStore.mountsLock, subject: directory, stop: stop) {
+        try StateStore.prepare([.trees], subject: directory)
+        try StateStore.withLock(StateStore.treesLock, subject: directory, stop: stop) {
             try StateStore.write(json, to: MountRecord.file(for: directory), subject: directory)
         }
     }
@@ -199,7 +199,7 @@ public struct MountRecord: Equatable, Sendable {
     }
 
     public static func remove(directory: String, stop: StopSignals?) throws {
-        try StateStore.withLock(StateStore.mountsLock, subject: directory, stop: stop) {
+        try StateStore.withLock(StateStore.treesLock, subject: directory, stop: stop) {
             if load(directory: directory) != nil { unlink(file(for: directory)) }
         }
     }
@@ -294,13 +294,13 @@ public enum ImageUnmount {
         guard dir.hasPrefix("/"), dir != "/" else { throw notImgboots }
         let record: MountRecord?
         if requireRecord {
-            try StateStore.prepare([.mounts], subject: dir)
+            try StateStore.prepare([.trees], subject: dir)
             record = MountRecord.load(directory: dir)
             guard record != nil else { throw notImgboots }
         } else {
             // Undoing a tree whose record may not exist: a store that cannot be used (the very
             // reason the record could not be written, perhaps) must not keep the tree mounted.
-            record = (try? StateStore.prepare([.mounts], subject: dir)) != nil ? MountRecord.load(directory: dir) : nil
+            record = (try? StateStore.prepare([.trees], subject: dir)) != nil ? MountRecord.load(directory: dir) : nil
         }
 
         // Everything goes through a descriptor of the directory's parent: no path is looked up

@@ -11,8 +11,8 @@ import Dissect
 /// - `machines/NAME`: a running machine's record (`MachineRecord`), locked (flock) by its imgboot
 ///   for as long as it runs — the lock is the proof of life; `machines/.lock` serialises
 ///   registering and sweeping.
-/// - `mounts/HASH`: a tree `imgboot mount` mounted (`MountRecord`), named by its directory;
-///   `mounts/.lock` serialises writing and sweeping them.
+/// - `trees/HASH`: a tree `imgboot mount` mounted (`MountRecord`), named by its directory;
+///   `trees/.lock` serialises writing and sweeping them.
 /// - `roots/NAME`, `staging`: where containers mount their trees and staging tmpfs, in their
 ///   private mount namespaces only.
 ///
@@ -23,17 +23,19 @@ import Dissect
 public enum StateStore {
     public static let root = "/run/imgboot"
     public static let machines = root + "/machines"
-    public static let mounts = root + "/mounts"
+    /// Not `mounts`: an older imgboot keeps records of another format there, and would take
+    /// these for damaged ones of its own (and remove them).
+    public static let trees = root + "/trees"
     public static let roots = root + "/roots"
     public static let staging = root + "/staging"
     /// Held while machines register and while stale entries are swept.
     public static let registryLock = machines + "/.lock"
     /// Held while mount records are written, removed and swept.
-    public static let mountsLock = mounts + "/.lock"
+    public static let treesLock = trees + "/.lock"
 
     /// The directories below /run/imgboot.
     public enum Area: String, Sendable, CaseIterable {
-        case machines, mounts, roots, staging
+        case machines, trees, roots, staging
     }
 
     /// How long anyone may hold the registry's lock before a waiter gives up with an error:
@@ -226,7 +228,7 @@ public enum StateStore {
 
     // MARK: Locks
 
-    /// Runs `body` holding the lock `path` (`registryLock`, `mountsLock`; see `lock`).
+    /// Runs `body` holding the lock `path` (`registryLock`, `treesLock`; see `lock`).
     public static func withLock<T>(
         _ path: String, subject: String, stop: StopSignals?, timeout: Double = lockTimeout, _ body: () throws -> T
     ) throws -> T {

@@ -230,14 +230,14 @@ extension MountCommandTests {
 
         /// The store's record of the tree on `dir`: its file, and what it says.
         static func record(of dir: String) throws -> (file: String, record: [String: Any]) {
-            for name in try FileManager.default.contentsOfDirectory(atPath: Store.root + "/mounts") where !name.hasPrefix(".") {
-                let file = Store.root + "/mounts/" + name
+            for name in try FileManager.default.contentsOfDirectory(atPath: Store.root + "/trees") where !name.hasPrefix(".") {
+                let file = Store.root + "/trees/" + name
                 guard let data = FileManager.default.contents(atPath: file),
                       let record = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
                       record["directory"] as? String == dir else { continue }
                 return (file, record)
             }
-            throw HarnessError("no record of \(dir) in \(Store.root)/mounts")
+            throw HarnessError("no record of \(dir) in \(Store.root)/trees")
         }
     }
 }

@@ -68,7 +68,7 @@ struct StateStoreTests {
         _ = try MachinesTests.waitUntilListed(name, run)
 
         let targets = [Store.root, Store.root + "/machines", Store.root + "/machines/.lock", Store.root + "/machines/\(name)",
-                       Store.root + "/mounts", Store.root + "/roots", Store.root + "/staging"]
+                       Store.root + "/trees", Store.root + "/roots", Store.root + "/staging"]
         for target in targets {
             // flock(1) opens the file (or directory) read-only, as the attack did, then locks it.
             let lock = Store.asNobody(["/usr/bin/flock", "--nonblock", "--conflict-exit-code", "99", target, "true"])
@@ -80,7 +80,7 @@ struct StateStoreTests {
         let create = Store.asNobody(["/usr/bin/touch", Store.root + "/machines/\(copy.machine)-planted"])
         #expect(create.status != 0 && create.stderr.contains("Permission denied"))
 
-        for directory in [Store.root] + ["machines", "mounts", "roots", "staging"].map({ Store.root + "/" + $0 }) {
+        for directory in [Store.root] + ["machines", "trees", "roots", "staging"].map({ Store.root + "/" + $0 }) {
             let info = try #require(Store.info(directory))
             #expect(info.type == S_IFDIR && info.mode == 0o700 && info.uid == 0, "\(directory): \(info)")
         }
