@@ -118,44 +118,49 @@ public enum StateStore {
         case create
     }
 
-    /// Writes `record` at `path` atomically: the JSON goes to a temporary file (0600) in the same
-    /// directory, which is then renamed (or, for `.create`, linked) into place — a reader sees
-    /// the old record or the new one, never a mix. With `locked`, the new file is locked
-    /// (flock, exclusive) before it appears at `path`, and the descriptor holding the lock is
-    /// returned; otherwise nil.
+    /// Writes `record` at `path` atomically: the JSON goes into an unnamed file (O_TMPFILE,
+    /// 0600) in the same directory, which is locked (flock, exclusive), then linked into place —
+    /// for `.replace` under a temporary name renamed over `path` — so a reader sees the old
+    /// record or the new one, never a mix, and a file that has a name has its lock from the
+    /// start (a sweep takes a named temporary file whose lock is free for one whose writer
+    /// died). With `locked`, the descriptor holding the lock is returned, the caller's proof of
+    /// life; otherwise the lock goes with it, and nil is returned.
     @discardableResult
     public static func write(
         _ record: JSON, to path: String, placement: Placement = .replace, locked: Bool = false, subject: String
     ) throws(MountError) -> Int32? {
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
         let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.startIndex)...])
-        var random = [UInt8](repeating: 0, count: 6)
-        _ = random.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 6) }
-        let temporary = directory + "/" + temporaryPrefix + name + "." + String(getpid()) + "."
-            + random.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw MountError(image: subject, .failed(operation: "create \(temporary)", errno: errno)) }
+        let fd = open(directory, O_WRONLY | Int32(IMGBOOT_O_TMPFILE) | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw MountError(image: subject, .failed(operation: "create a file in \(directory)", errno: errno)) }
         func fail(_ operation: String, _ e: Int32) -> MountError {
-            unlink(temporary)
             close(fd)
             return MountError(image: subject, .failed(operation: operation, errno: e))
         }
-        // Locked from the start: a temporary file whose lock is free belongs to a writer that
-        // died before renaming it, and a sweep may remove it.
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { throw fail("lock \(temporary)", errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { throw fail("lock a new file in \(directory)", errno) }
         var bytes = Array((record.serialized(pretty: false) + "\n").utf8)[...]
         while !bytes.isEmpty {
             let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw fail("write \(temporary)", n < 0 ? errno : EIO) }
+            guard n > 0 else { throw fail("write \(path)", n < 0 ? errno : EIO) }
             bytes = bytes.dropFirst(n)
         }
+        let file = "/proc/self/fd/\(fd)"
         switch placement {
-        case .replace:
-            guard rename(temporary, path) == 0 else { throw fail("rename \(temporary) to \(path)", errno) }
         case .create:
-            guard link(temporary, path) == 0 else { throw fail("create \(path)", errno) }
-            unlink(temporary)
+            // linkat never replaces: EEXIST when `path` is taken.
+            guard linkat(AT_FDCWD, file, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 else { throw fail("create \(path)", errno) }
+        case .replace:
+            var random = [UInt8](repeating: 0, count: 6)
+            _ = random.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 6) }
+            let temporary = directory + "/" + temporaryPrefix + name + "." + String(getpid()) + "."
+                + random.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
+            guard linkat(AT_FDCWD, file, AT_FDCWD, temporary, AT_SYMLINK_FOLLOW) == 0 else { throw fail("create \(temporary)", errno) }
+            guard rename(temporary, path) == 0 else {
+                let e = errno
+                unlink(temporary)
+                throw fail("rename \(temporary) to \(path)", e)
+            }
         }
         if locked { return fd }
         close(fd)

@@ -193,6 +193,24 @@ struct StateStoreTests {
         copy.leftovers.expectNone(imageUnchanged: true)
     }
 
+    /// A temporary file a writer left when it died (its lock free) goes at the next
+    /// registration; one whose writer still holds it stays.
+    @Test func abandonedTemporaryFilesAreSweptLiveOnesKept() throws {
+        let copy = try ImageCopy("basic")
+        _ = try Harness.imgboot(["list"])
+        let abandoned = Store.root + "/machines/.tmp.\(copy.machine)-dead.1.000000"
+        let live = Store.root + "/machines/.tmp.\(copy.machine)-live.1.000000"
+        for path in [abandoned, live] { try Store.writeInPlace(path, ["version": 1]) }
+        defer { unlink(abandoned); unlink(live) }
+        let held = try Store.Held(live)
+        defer { held.release() }
+
+        let out = try copy.run([], ["true"])
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(Store.info(abandoned) == nil, "the abandoned temporary file is still there")
+        #expect(Store.info(live) != nil, "a temporary file being written was removed")
+    }
+
     // MARK: - What is already there
 
     /// /run/imgboot as something else made it (in a private mount namespace, over the host's):
