@@ -27,21 +27,15 @@ public enum Container {
         let signals = Signals()
 
         // The machine's name, unique among running machines; held until the machine ends.
-        let registration: MachineRegistry.Registration
-        do {
-            registration = try MachineRegistry.register(
-                name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
-                mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run")
-        } catch .taken(let name) {
-            throw BootError(image: image, "machine \(name) is already running (choose another --machine)")
-        } catch .failed(let what, let e) {
-            throw BootError(image: image, what, errno: e)
-        }
+        let registration = try MachineRegistry.register(
+            name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
+            mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run", privateNetwork: spec.privateNetwork,
+            subject: image, stop: signals)
         defer { registration.unregister() }
         spec.machine = registration.machine.name
 
         let writable = spec.plan.attachments.contains { !$0.readOnly }
-        if let other = MountRecord.conflict(image: image, writable: writable) {
+        if let other = try MountRecord.conflict(image: image, writable: writable, subject: image, stop: signals) {
             throw BootError(image: image, "image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory) by imgboot mount")
         }
         let attached = try AttachedImage.attach(
@@ -65,7 +59,7 @@ public enum Container {
         let hostNamespace = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC)
         guard hostNamespace >= 0 else { throw BootError(image: image, "open /proc/self/ns/mnt", errno: errno) }
         defer { close(hostNamespace) }
-        let treeDirectory = try makeTreeDirectory(machine: spec.machine, image: image)
+        let treeDirectory = try StateStore.treeDirectory(machine: spec.machine, subject: image)
         defer { rmdir(treeDirectory) }
 
         guard imgboot_unshare(IMGBOOT_CLONE_NEWNS) == 0 else { throw BootError(image: image, "unshare the mount namespace", errno: errno) }
@@ -130,7 +124,16 @@ public enum Container {
         var go: UInt8 = 1
         _ = write(child.sync, &go, 1)
         close(child.sync)
-        registration.update(leader: child.pid, cgroup: cgroup?.path)
+        do {
+            try registration.update(leader: child.pid, cgroup: cgroup?.path)
+        } catch {
+            // A machine that cannot be named safely must not run: `enter` and `stop` could not
+            // prove who its leader is.
+            _ = imgboot_pidfd_send_signal(child.pidfd, SIGKILL)
+            var code: Int32 = 0, killed: Int32 = 0
+            _ = imgboot_pidfd_wait(child.pidfd, 0, &code, &killed)
+            throw error
+        }
         // Only the child's copy of the namespace holds the tree now; ours goes with us.
         leavePrivateNamespace()
         clock.lap("spawn")
@@ -228,21 +231,7 @@ public enum Container {
     /// Where every container's setup mounts a tmpfs of its own (in its private mount namespace)
     /// for its staging mounts. On the host, an empty directory shared by all: never removed (an
     /// rmdir would detach the tmpfs of every container being set up at that moment).
-    static let stagingDirectory = "/run/imgboot/staging"
-
-    /// /run/imgboot/roots/MACHINE: where the tree is mounted (in the private namespace only).
-    /// Named after the machine, so that one left by a killed imgboot is found and reused.
-    private static func makeTreeDirectory(machine: String, image: String) throws(BootError) -> String {
-        let parent = "/run/imgboot/roots"
-        for dir in ["/run/imgboot", parent, stagingDirectory] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw BootError(image: image, "create \(dir)", errno: errno)
-        }
-        let path = parent + "/" + machine
-        if mkdir(path, 0o700) != 0 && errno != EEXIST {
-            throw BootError(image: image, "create \(path)", errno: errno)
-        }
-        return path
-    }
+    static var stagingDirectory: String { StateStore.staging }
 
     /// `path` made absolute (for the registry; the image may be named relative to the cwd).
     static func absolutePath(_ path: String) -> String {

@@ -32,6 +32,12 @@ int imgboot_mount_detached_readonly(const char *source, const char *fstype,
                                     const char *const *flags,
                                     const char *const *keys, const char *const *values);
 
+/// statx(2) of `path` relative to `dirfd` (of `dirfd` itself when `path` is ""), never following
+/// a final symlink: the ID of the mount the file lies on as /proc/self/mountinfo numbers it
+/// (reused once that mount is gone) in `*id`, and the 64-bit ID the kernel never reuses
+/// (STATX_MNT_ID_UNIQUE, Linux 6.8+) in `*unique`, or 0 where the kernel has none.
+int imgboot_mount_id(int dirfd, const char *path, uint64_t *id, uint64_t *unique);
+
 /// makedev(3), which is a macro.
 uint64_t imgboot_makedev(unsigned major, unsigned minor);
 
