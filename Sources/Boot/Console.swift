@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Mount
 
 /// The container's console as imgboot relays it: a pty whose slave is the container's
 /// /dev/console (and its standard streams), and whose master imgboot reads and writes — or,

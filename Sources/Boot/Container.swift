@@ -26,22 +26,28 @@ public enum Container {
         // set up is undone in order; once the container runs, they go to it.
         let signals = Signals()
 
-        // The machine's name, unique among running machines; held until the machine ends.
-        let registration: MachineRegistry.Registration
+        // The host IDs of its users (--private-users), held until the machine ends. The name
+        // asked for seeds the choice; a suffix the registry adds does not matter.
+        let lease: UserRangeLease?
         do {
-            registration = try MachineRegistry.register(
-                name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
-                mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run")
-        } catch .taken(let name) {
-            throw BootError(image: image, "machine \(name) is already running (choose another --machine)")
-        } catch .failed(let what, let e) {
-            throw BootError(image: image, what, errno: e)
+            if spec.privateUsers != .no { try StateStore.prepare([.users], subject: image) }
+            lease = try UserRangeLease.lease(spec.privateUsers, machine: spec.machine)
+        } catch let error as UserRangeLease.Failure {
+            throw BootError(image: image, error.description)
         }
+        defer { lease?.release() }
+        let users: UserRange? = spec.privateUsers == .identity ? UserRange(base: 0, count: UserRange.size) : lease?.range
+
+        // The machine's name, unique among running machines; held until the machine ends.
+        let registration = try MachineRegistry.register(
+            name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
+            mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run", privateNetwork: spec.privateNetwork,
+            users: users, subject: image, stop: signals)
         defer { registration.unregister() }
         spec.machine = registration.machine.name
 
         let writable = spec.plan.attachments.contains { !$0.readOnly }
-        if let other = MountRecord.conflict(image: image, writable: writable) {
+        if let other = try MountRecord.conflict(image: image, writable: writable, subject: image, stop: signals) {
             throw BootError(image: image, "image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory) by imgboot mount")
         }
         let attached = try AttachedImage.attach(
@@ -59,17 +65,8 @@ public enum Container {
         defer { cgroup?.remove() }
         let devices = try DeviceCgroup.restrict(cgroup, machine: spec.machine, logger: logger)
         defer { devices?.remove() }
-        let lease: UserRangeLease?
-        do {
-            lease = try UserRangeLease.lease(spec.privateUsers, machine: spec.machine)
-        } catch {
-            throw BootError(image: image, error.description)
-        }
-        defer { lease?.release() }
-        let users: UserRange? = spec.privateUsers == .identity ? UserRange(base: 0, count: UserRange.size) : lease?.range
-        registration.update(users: users)
 
-        let treeDirectory = try makeTreeDirectory(machine: spec.machine, image: image)
+        let treeDirectory = try StateStore.treeDirectory(machine: spec.machine, subject: image)
         defer { rmdir(treeDirectory) }
         let console = try Console.open(boot: spec.boot, requested: spec.console, subject: image)
         defer { console.restore() }
@@ -147,12 +144,15 @@ public enum Container {
         clock.lap("prepare tree")
         try signals.checkpoint(image)
 
+        // Recorded before it may go on: a machine that cannot be named safely must not run
+        // (`enter` and `stop` could not prove who its leader is); killed by the defer above.
+        try registration.update(leader: child.pid, cgroup: cgroup?.path)
+
         // The child waits for this byte: its maps are written, it is placed in its cgroups, its
         // tree is mounted, and it may go on.
         _ = write(child.sync, &go, 1)
         close(child.sync)
         started = true
-        registration.update(leader: child.pid, cgroup: cgroup?.path)
         clock.lap("spawn")
 
         let supervisor = Supervisor(
@@ -254,21 +254,7 @@ public enum Container {
     /// Where every container's setup mounts a tmpfs of its own (in its private mount namespace)
     /// for its staging mounts. On the host, an empty directory shared by all: never removed (an
     /// rmdir would detach the tmpfs of every container being set up at that moment).
-    static let stagingDirectory = "/run/imgboot/staging"
-
-    /// /run/imgboot/roots/MACHINE: where the tree is mounted (in the private namespace only).
-    /// Named after the machine, so that one left by a killed imgboot is found and reused.
-    private static func makeTreeDirectory(machine: String, image: String) throws(BootError) -> String {
-        let parent = "/run/imgboot/roots"
-        for dir in ["/run/imgboot", parent, stagingDirectory] where mkdir(dir, 0o755) != 0 && errno != EEXIST {
-            throw BootError(image: image, "create \(dir)", errno: errno)
-        }
-        let path = parent + "/" + machine
-        if mkdir(path, 0o700) != 0 && errno != EEXIST {
-            throw BootError(image: image, "create \(path)", errno: errno)
-        }
-        return path
-    }
+    static var stagingDirectory: String { StateStore.staging }
 
     /// `path` made absolute (for the registry; the image may be named relative to the cwd).
     static func absolutePath(_ path: String) -> String {

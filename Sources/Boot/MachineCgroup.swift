@@ -16,12 +16,7 @@ public final class MachineCgroup {
     private let logger: Logger
 
     /// The unified hierarchy's mount point, or nil when the host has none.
-    public static func unifiedRoot() -> String? {
-        for candidate in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] where imgboot_is_cgroup2(candidate) == 1 {
-            return candidate
-        }
-        return nil
-    }
+    public static func unifiedRoot() -> String? { CgroupHierarchy.unifiedRoot() }
 
     /// Creates the machine's cgroup. Nil (with a debug line) when the host has no unified
     /// hierarchy: the container then runs without a cgroup of its own.

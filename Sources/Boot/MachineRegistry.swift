@@ -4,72 +4,23 @@ import Glibc
 import Logging
 import Mount
 
-/// Running machines, findable by name: each `run`/`boot` holds a file in
-/// /run/imgboot/machines named after its machine, locked (flock) for as long as it runs. The
-/// lock is the proof of life — it dies with the process, whatever kills it — so a file whose
-/// lock can be taken belongs to a dead machine and is removed by whoever finds it.
+/// Running machines, findable by name, in the state store (`StateStore.machines`): each
+/// `run`/`boot` keeps its record `machines/NAME` locked (flock) for as long as it runs. The lock
+/// is the proof of life — it dies with the process, whatever kills it — so an entry whose lock
+/// can be taken belongs to a dead machine, and is removed (with what the machine left) by
+/// whoever finds it. Only root can open anything there (`StateStore`): no one else can hold a
+/// dead machine's lock, nor the registry's.
 public enum MachineRegistry {
-    public static let directory = "/run/imgboot/machines"
-
-    /// What `imgboot list` shows about a machine.
-    public struct Machine: Sendable, Equatable {
-        public var name: String
-        /// The container's PID 1, as the host numbers it (0 until it has started).
-        public var leader: pid_t
-        /// The imgboot process supervising it.
-        public var supervisor: pid_t
-        public var image: String
-        public var mode: String
-        /// `boot` (an init as PID 1) or `run` (a command).
-        public var kind: String
-        /// Seconds since the epoch.
-        public var started: Int
-        /// The machine's cgroup directory on the host, if it has one.
-        public var cgroup: String?
-        /// The host IDs its users are (--private-users), if it has a user namespace.
-        public var users: UserRange?
-
-        var text: String {
-            ["name=\(name)", "leader=\(leader)", "supervisor=\(supervisor)", "image=\(image)", "mode=\(mode)",
-             "kind=\(kind)", "started=\(started)", "cgroup=\(cgroup ?? "")",
-             "users=\(users.map { "\($0.base):\($0.count)" } ?? "")"].joined(separator: "\n") + "\n"
-        }
-
-        init(name: String, leader: pid_t, supervisor: pid_t, image: String, mode: String, kind: String, started: Int, cgroup: String?) {
-            self.name = name
-            self.leader = leader
-            self.supervisor = supervisor
-            self.image = image
-            self.mode = mode
-            self.kind = kind
-            self.started = started
-            self.cgroup = cgroup
-        }
-
-        init?(text: String) {
-            var fields: [String: String] = [:]
-            for line in text.split(separator: "\n") {
-                let kv = line.split(separator: "=", maxSplits: 1).map(String.init)
-                if kv.count == 2 { fields[kv[0]] = kv[1] }
-            }
-            guard let name = fields["name"], let leader = fields["leader"].flatMap({ pid_t($0) }),
-                  let supervisor = fields["supervisor"].flatMap({ pid_t($0) }) else { return nil }
-            self.init(name: name, leader: leader, supervisor: supervisor, image: fields["image"] ?? "",
-                      mode: fields["mode"] ?? "", kind: fields["kind"] ?? "", started: fields["started"].flatMap { Int($0) } ?? 0,
-                      cgroup: fields["cgroup"].flatMap { $0.isEmpty ? nil : $0 })
-            if case .range(let base, let count)? = fields["users"].flatMap(PrivateUsers.init(parsing:)) {
-                users = UserRange(base: base, count: count)
-            }
-        }
-    }
+    public typealias Machine = MachineRecord
 
     /// A machine's registration, held for its lifetime.
     public final class Registration {
-        public private(set) var machine: Machine
-        private let fd: Int32
+        public private(set) var machine: MachineRecord
+        /// The lock on the record now at `path`.
+        private var fd: Int32
         private let path: String
 
-        fileprivate init(machine: Machine, fd: Int32, path: String) {
+        fileprivate init(machine: MachineRecord, fd: Int32, path: String) {
             self.machine = machine
             self.fd = fd
             self.path = path
@@ -77,144 +28,157 @@ public enum MachineRegistry {
 
         deinit { unregister() }
 
-        /// Records the host IDs of the machine's users.
-        public func update(users: UserRange?) {
-            machine.users = users
-            write()
-        }
-
-        /// Records the container's PID 1 (and its cgroup) once it exists.
-        public func update(leader: pid_t, cgroup: String?) {
-            machine.leader = leader
-            machine.cgroup = cgroup
-            write()
-        }
-
-        fileprivate func write() {
-            let bytes = Array(machine.text.utf8)
-            _ = ftruncate(fd, 0)
-            _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-        }
-
-        private var registered = true
-
-        /// Removes the file; the lock goes with the descriptor.
-        public func unregister() {
-            guard registered else { return }
-            registered = false
-            unlink(path)
+        /// Records the container's PID 1 — with its start time, so that no one mistakes a later
+        /// process of that PID for it — and the machine's cgroup, once it exists. The new record
+        /// is locked before it replaces the old one, so the entry is never without its lock.
+        public func update(leader pid: pid_t, cgroup: String?) throws(MountError) {
+            guard fd >= 0 else { return }
+            guard let leader = ProcessIdentity(pid: pid) else {
+                throw MountError(image: machine.name, .failed(operation: "read /proc/\(pid)/stat", errno: ESRCH))
+            }
+            var updated = machine
+            updated.leader = leader
+            updated.cgroup = cgroup
+            let lock = try StateStore.write(updated.json, to: path, placement: .replace, locked: true, subject: machine.name)
             close(fd)
+            fd = lock ?? -1
+            machine = updated
         }
-    }
 
-    public enum NameError: Error, Equatable {
-        case taken(String)
-        case failed(String, Int32)
+        /// Removes the entry; the lock goes with the descriptor.
+        public func unregister() {
+            guard fd >= 0 else { return }
+            if MachineRegistry.isAtPath(fd, path) { unlink(path) }
+            close(fd)
+            fd = -1
+        }
     }
 
     /// Registers a machine named `name`. When `exact` (the user chose the name), a name in use
-    /// fails; otherwise the first free of `name`, `name-2`, `name-3`, … is taken.
+    /// fails; otherwise the first free of `name`, `name-2`, `name-3`, … is taken. Waits for the
+    /// registry's lock as `StateStore.lock` does: a stop signal through `stop` interrupts it,
+    /// and a lock held too long is an error. `subject` (the image) is what messages name.
     public static func register(
-        name: String, exact: Bool, image: String, mode: String, kind: String
-    ) throws(NameError) -> Registration {
-        if mkdir("/run/imgboot", 0o755) != 0 && errno != EEXIST { throw .failed("create /run/imgboot", errno) }
-        if mkdir(directory, 0o755) != 0 && errno != EEXIST { throw .failed("create \(directory)", errno) }
+        name: String, exact: Bool, image: String, mode: String, kind: String, privateNetwork: Bool, users: UserRange? = nil,
+        subject: String, stop: StopSignals?
+    ) throws -> Registration {
+        try StateStore.prepare([.machines], subject: subject)
+        guard let supervisor = ProcessIdentity(pid: getpid()) else {
+            throw BootError(image: subject, "read /proc/self/stat", errno: errno)
+        }
         // A suffixed name must still fit in a hostname: the name is cut to make room.
         let candidates = exact ? [name] : [name] + (2...999).map { String(name.prefix(ContainerSpec.maxMachineNameLength - "-\($0)".count)) + "-\($0)" }
-        // Whatever killed machines left (entries, cgroups, tree directories) goes now.
-        _ = list()
-        return try withRegistryLock { () throws(NameError) -> Registration in
+        return try StateStore.withLock(StateStore.registryLock, subject: subject, stop: stop) { () throws -> Registration in
+            // Whatever killed machines left (entries, cgroups, tree directories) goes now.
+            sweepLocked()
             for candidate in candidates {
-                let path = directory + "/" + candidate
-                if access(path, F_OK) == 0 && !removeIfStaleLocked(path) { continue }
-                let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
-                guard fd >= 0 else {
-                    if errno == EEXIST { continue }
-                    throw .failed("create \(path)", errno)
-                }
-                guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-                    let e = errno
-                    close(fd)
-                    unlink(path)
-                    throw .failed("lock \(path)", e)
-                }
-                var ts = timespec()
-                clock_gettime(CLOCK_REALTIME, &ts)
-                let machine = Machine(name: candidate, leader: 0, supervisor: getpid(), image: image, mode: mode,
-                                      kind: kind, started: Int(ts.tv_sec), cgroup: nil)
-                let registration = Registration(machine: machine, fd: fd, path: path)
-                registration.write()
-                return registration
+                let path = StateStore.machines + "/" + candidate
+                var st = stat()
+                if lstat(path, &st) == 0 { continue }  // a live machine's (the sweep removed the dead)
+                var now = timespec()
+                clock_gettime(CLOCK_REALTIME, &now)
+                let machine = MachineRecord(name: candidate, kind: kind, mode: mode, image: image, leader: nil,
+                                            supervisor: supervisor, started: Int(now.tv_sec), cgroup: nil, privateNetwork: privateNetwork,
+                                            users: users)
+                let lock = try StateStore.write(machine.json, to: path, placement: .create, locked: true, subject: subject)
+                return Registration(machine: machine, fd: lock ?? -1, path: path)
             }
-            throw .taken(name)
+            throw BootError(image: subject, "machine \(name) is already running (choose another --machine)")
         }
     }
 
-    /// Runs `body` holding the registry's lock: registering and removing stale entries are
-    /// serialised, so that no one removes a file another has just created and not yet locked.
-    static func withRegistryLock<T>(_ body: () throws(NameError) -> T) throws(NameError) -> T {
-        let lock = open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
-        guard lock >= 0 else { throw .failed("open \(directory)/.lock", errno) }
-        defer { close(lock) }
-        while flock(lock, LOCK_EX) != 0 {
-            guard errno == EINTR else { throw .failed("lock \(directory)/.lock", errno) }
+    /// The machines running now, by name; the entries of dead ones are removed on the way.
+    public static func list() throws -> [MachineRecord] {
+        try StateStore.prepare([.machines], subject: StateStore.root)
+        var machines: [MachineRecord] = []
+        var stale = false
+        for name in StateStore.names(in: StateStore.machines) {
+            switch probe(name) {
+            case .alive(let machine?): machines.append(machine)
+            case .alive(nil): break  // a live entry of another format (an older imgboot's)
+            case .dead: stale = true
+            }
         }
-        return try body()
+        if stale { sweep() }
+        return machines
     }
 
-    /// Removes the registration at `path` if its machine is gone; true if it was (or the file
-    /// vanished meanwhile). Call with the registry's lock held.
-    static func removeIfStaleLocked(_ path: String) -> Bool {
-        let fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return errno == ENOENT }
+    /// The running machine called `name`, or nil (a dead machine's entry is removed).
+    public static func lookup(_ name: String) throws -> MachineRecord? {
+        guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { return nil }
+        try StateStore.prepare([.machines], subject: name)
+        switch probe(name) {
+        case .alive(let machine): return machine
+        case .dead:
+            sweep()
+            return nil
+        }
+    }
+
+    enum Probe {
+        /// Its lock is held; the record, if it is one of this format for this name.
+        case alive(MachineRecord?)
+        /// No entry, or one whose lock is free.
+        case dead
+    }
+
+    /// Looks at the entry `name` without the registry's lock: alive when its lock is held. A
+    /// free lock on a file that is no longer at the path only means the machine replaced its
+    /// record meanwhile: look again.
+    static func probe(_ name: String) -> Probe {
+        let path = StateStore.machines + "/" + name
+        for _ in 0..<8 {
+            let fd = StateStore.openRecord(path)
+            guard fd >= 0 else { return .dead }
+            defer { close(fd) }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 {
+                if isAtPath(fd, path) { return .dead }
+                continue
+            }
+            let machine = StateStore.read(fd).flatMap(MachineRecord.init(json:))
+            return .alive(machine.flatMap { $0.name == name ? $0 : nil })
+        }
+        return .alive(nil)
+    }
+
+    /// Removes the entries of dead machines, taking the registry's lock. Housekeeping: when the
+    /// lock cannot be had now (held, or no time to wait for it), the next one does it.
+    static func sweep() {
+        _ = try? StateStore.withLock(StateStore.registryLock, subject: StateStore.registryLock, stop: nil, timeout: 1) {
+            sweepLocked()
+        }
+    }
+
+    /// Removes every dead machine's entry, and abandoned temporary files. Call with the
+    /// registry's lock held.
+    static func sweepLocked() {
+        StateStore.removeAbandonedTemporaries(in: StateStore.machines)
+        for name in StateStore.names(in: StateStore.machines) { removeIfStaleLocked(name) }
+    }
+
+    /// Removes the entry `name` if its machine is gone, with what the machine left beside it.
+    /// Call with the registry's lock held (no one registers meanwhile).
+    static func removeIfStaleLocked(_ name: String) {
+        let path = StateStore.machines + "/" + name
+        let fd = StateStore.openRecord(path)
+        guard fd >= 0 else { return }
         defer { close(fd) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { return false }
-        // A machine whose imgboot was killed: what it left beside its entry goes with it (its
-        // processes died with it, so its cgroups are empty; its tree was only ever mounted in
-        // namespaces that are gone).
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n > 0, let machine = Machine(text: String(decoding: buffer[0..<n], as: UTF8.self)) {
-            if let cgroup = machine.cgroup { MachineCgroup.removeTree(cgroup) }
-            rmdir(DeviceCgroup.root + "/imgboot/" + machine.name)
-            rmdir("/run/imgboot/roots/" + machine.name)
-            Directory.removeEmptyTree("/run/imgboot/roots/" + machine.name + ".staging")
-        }
+        // Locked: alive. Unlocked but no longer at the path: its machine replaced it by a
+        // locked record meanwhile — alive too.
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0, isAtPath(fd, path) else { return }
+        // Its processes died with its imgboot, so its cgroups are empty; its tree was only ever
+        // mounted in namespaces that are gone. The paths come from the name, never from the
+        // record: nothing read from a file decides what is removed.
+        if let unified = CgroupHierarchy.unifiedRoot() { MachineCgroup.removeTree(unified + "/imgboot/" + name) }
+        rmdir(DeviceCgroup.root + "/imgboot/" + name)
+        rmdir(StateStore.roots + "/" + name)
+        Directory.removeEmptyTree(StateStore.roots + "/" + name + ".staging")
         unlink(path)
-        return true
     }
 
-    /// Removes the registration at `path` if its machine is gone; true if it was.
-    @discardableResult
-    static func removeIfStale(_ path: String) -> Bool {
-        // A registry that cannot be locked: treat the entry as alive; never remove what may live.
-        (try? withRegistryLock { () throws(NameError) -> Bool in removeIfStaleLocked(path) }) ?? false
-    }
-
-    /// The machines running now; stale entries are removed on the way.
-    public static func list() -> [Machine] {
-        guard let dir = opendir(directory) else { return [] }
-        defer { closedir(dir) }
-        var machines: [Machine] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-            if name.hasPrefix(".") { continue }
-            if let machine = lookup(name) { machines.append(machine) }
-        }
-        return machines.sorted { $0.name < $1.name }
-    }
-
-    /// The running machine called `name`, or nil (a stale entry is removed).
-    public static func lookup(_ name: String) -> Machine? {
-        guard !name.contains("/"), name != ".", name != ".." else { return nil }
-        let path = directory + "/" + name
-        if removeIfStale(path) { return nil }
-        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        guard n > 0 else { return nil }
-        return Machine(text: String(decoding: buffer[0..<n], as: UTF8.self))
+    /// Whether `fd` is open on the very file now at `path`.
+    static func isAtPath(_ fd: Int32, _ path: String) -> Bool {
+        var open = stat(), named = stat()
+        return fstat(fd, &open) == 0 && lstat(path, &named) == 0 && open.st_dev == named.st_dev && open.st_ino == named.st_ino
     }
 }

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Mount
 
 /// Working with running machines: `imgboot enter` and `imgboot stop`.
 public enum Machines {
@@ -11,12 +12,11 @@ public enum Machines {
     /// root, its cgroup, the container's capability set, a clean environment — and returns its
     /// exit status, as `run` would.
     public static func enter(_ name: String, command: [String], environment: [String] = [], logger: Logger) throws -> Int32 {
-        guard let machine = MachineRegistry.lookup(name), machine.leader > 0 else {
+        guard let machine = try MachineRegistry.lookup(name), machine.leader != nil else {
             throw BootError(image: name, "no such machine is running (see imgboot list)")
         }
-        let leader = imgboot_pidfd_open(machine.leader)
-        guard leader >= 0 else { throw BootError(image: name, "the machine has ended", errno: errno) }
-        defer { close(leader) }
+        // Its namespaces are joined through this pidfd, which is proven to be the leader's.
+        let leader = try machine.openLeader()
         let cgroup = machine.cgroup.map { open($0, O_DIRECTORY | O_RDONLY | O_CLOEXEC) } ?? -1
         defer { if cgroup >= 0 { close(cgroup) } }
 
@@ -34,7 +34,7 @@ public enum Machines {
         }
         // The machine's own capability set and filter: the first process the container can
         // see is no more privileged than the container, and maps nothing of imgboot's.
-        let keep = Capabilities.keep(privateNetwork: false)
+        let keep = Capabilities.keep(privateNetwork: machine.privateNetwork)
         let filter = try SyscallFilter.program(keeping: keep)
         let initFD = try ContainerInit.memfd(subject: name)
         defer { close(initFD) }
@@ -47,9 +47,9 @@ public enum Machines {
         var pidfd: Int32 = -1
         let pid = filter.withUnsafeBytes { filterBytes in
             var config = imgboot_enter(
-                leader_pidfd: leader, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
+                leader_pidfd: leader.fd, cgroup_fd: cgroup, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
                 console_fd: console.slave, console_streams: console.streams,
-                user_namespace: hasUserNamespace(machine.leader) ? 1 : 0, parent_pidfd: parentPidfd, init_fd: initFD,
+                user_namespace: hasUserNamespace(machine.leaderPID) ? 1 : 0, parent_pidfd: parentPidfd, init_fd: initFD,
                 seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                 keep_capabilities: keep, error_fd: errorPipe[1])
             return imgboot_enter_start(&config, &pidfd)
@@ -73,28 +73,29 @@ public enum Machines {
     /// torn it down. Returns whether it stopped before the timeout.
     @discardableResult
     public static func stop(_ name: String, timeout: Double, logger: Logger) throws -> Bool {
-        guard let machine = MachineRegistry.lookup(name), machine.leader > 0 else {
+        guard let machine = try MachineRegistry.lookup(name), machine.leader != nil else {
             throw BootError(image: name, "no such machine is running (see imgboot list)")
         }
-        let leader = imgboot_pidfd_open(machine.leader)
-        guard leader >= 0 else { throw BootError(image: name, "the machine has ended", errno: errno) }
-        defer { close(leader) }
+        // Signalled only through this pidfd, which is proven to be the leader's.
+        let leader = try machine.openLeader()
         let signal = machine.kind == "boot" ? imgboot_sigrtmin() + 4 : SIGTERM
-        guard imgboot_pidfd_send_signal(leader, signal) == 0 else {
+        guard imgboot_pidfd_send_signal(leader.fd, signal) == 0 else {
             throw BootError(image: name, "signal the machine", errno: errno)
         }
-        var clean = wait(leader, seconds: timeout)
+        var clean = wait(leader.fd, seconds: timeout)
         if !clean {
             logger.warning("\(name) did not stop within \(formatSeconds(timeout)) s; killing it")
-            _ = imgboot_pidfd_send_signal(leader, SIGKILL)
-            _ = wait(leader, seconds: 10)
+            _ = imgboot_pidfd_send_signal(leader.fd, SIGKILL)
+            _ = wait(leader.fd, seconds: 10)
         }
         // Until imgboot has detached its devices and removed its cgroup, the name stays taken.
+        // (A lookup that fails now — the store made unusable meanwhile — counts as gone.)
+        func stillRegistered() -> Bool { (try? MachineRegistry.lookup(name))??.supervisor == machine.supervisor }
         let deadline = StageClock.now() + 10
-        while MachineRegistry.lookup(name)?.supervisor == machine.supervisor && StageClock.now() < deadline {
+        while stillRegistered() && StageClock.now() < deadline {
             usleep(5_000)
         }
-        if MachineRegistry.lookup(name)?.supervisor == machine.supervisor { clean = false }
+        if stillRegistered() { clean = false }
         return clean
     }
 

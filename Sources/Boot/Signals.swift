@@ -2,11 +2,13 @@
 import Glibc
 #endif
 import CLinux
+import Mount
 
 /// The signals imgboot handles while a container runs, through a signalfd. Blocked before the
 /// child is cloned (the child unblocks them for itself).
-public final class Signals {
-    let fd: Int32
+public final class Signals: StopSignals {
+    /// Readable when a signal is pending: waits poll it (the supervisor, `StateStore`'s locks).
+    public let fd: Int32
 
     public init() {
         let list: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGCHLD, SIGUSR1, SIGUSR2, 0]

@@ -105,8 +105,10 @@ final class Supervisor {
     private func stop(because signal: Int32) {
         stopRequests += 1
         // The payload may have been executed since this round of poll began (its exec closes
-        // the error pipe): look, before taking the signal for one during the setup.
-        settleErrorPipe()
+        // the error pipe): look, before taking the signal for one during the setup. For `run`,
+        // give it a moment: the command's exec and imgboot-init's closing of its own copy of the
+        // pipe are a few instructions apart, and a signal in between is meant for the command.
+        settleErrorPipe(waiting: boot ? 0 : 100)
         let setupDone = errorPipe < 0
         // Nothing of the image's runs yet to pass the signal to: the setup is killed, and
         // imgboot leaves as at its own checkpoints (128+N), not as if SIGKILL had been sent.
@@ -123,12 +125,16 @@ final class Supervisor {
         }
     }
 
-    /// Reads what the error pipe holds right now, without waiting: a failed step's record, or
-    /// the end of file that says the payload has been executed.
-    private func settleErrorPipe() {
+    /// Reads what the error pipe holds, waiting at most `milliseconds` for more: a failed step's
+    /// record, or the end of file that says the payload has been executed.
+    private func settleErrorPipe(waiting milliseconds: Int32 = 0) {
+        let deadline = StageClock.now() + Double(milliseconds) / 1000
         while errorPipe >= 0 {
+            let left = max(0, Int32(((deadline - StageClock.now()) * 1000).rounded(.up)))
             var ready = pollfd(fd: errorPipe, events: Int16(POLLIN), revents: 0)
-            guard poll(&ready, 1, 0) == 1 else { return }
+            let n = poll(&ready, 1, left)
+            if n < 0 && errno == EINTR { continue }
+            guard n == 1 else { return }
             readErrorPipe()
         }
     }

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import CSeccomp
 import Dissect
+import Mount
 
 /// The container's seccomp filter: an allow-list in the spirit of systemd-nspawn's
 /// (`src/nspawn/nspawn-seccomp.c`, systemd 252), compiled with libseccomp before the container
@@ -168,7 +169,7 @@ public enum SyscallFilter {
         return program
     }
 
-    static let cacheDirectory = "/run/imgboot/seccomp"
+    static let cacheDirectory = StateStore.seccomp
 
     /// FNV-1a over what the compiled program depends on.
     static func cacheKey(_ capabilities: UInt64) -> UInt64 {
@@ -203,7 +204,8 @@ public enum SyscallFilter {
 
     /// Best effort: a cache that cannot be written only costs the next start the compilation.
     private static func writeCache(_ program: [UInt8], to path: String) {
-        for dir in ["/run/imgboot", cacheDirectory] where mkdir(dir, 0o700) != 0 && errno != EEXIST { return }
+        // Best effort (see above): a store that cannot be prepared leaves the program uncached.
+        guard (try? StateStore.prepare([.seccomp], subject: "seccomp")) != nil else { return }
         let temporary = path + ".\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return }

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Mount
 
 /// `--private-users`: whether the container gets a user namespace, and which host UIDs and GIDs
 /// its users are. systemd-nspawn's names; the default of `run`, `boot` and `smoke` is `pick`.
@@ -45,33 +46,6 @@ public enum PrivateUsers: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// Host UIDs (and the same GIDs) a container's 0…count-1 are mapped to.
-public struct UserRange: Sendable, Equatable, CustomStringConvertible {
-    public var base: UInt32
-    public var count: UInt32
-
-    /// What `pick` takes: 65536 IDs, enough for every user an OS image may have (nobody is 65534).
-    public static let size: UInt32 = 0x10000
-
-    /// The block `pick` chooses from: systemd-nspawn's (0x00080000–0x6FFFFFFF), far above the
-    /// IDs of host users and below the ones systemd reserves for dynamic users and homed.
-    public static let pickFirst: UInt32 = 0x0008_0000
-    public static let pickLast: UInt32 = 0x6FFF_0000
-
-    public init(base: UInt32, count: UInt32) {
-        self.base = base
-        self.count = count
-    }
-
-    /// The container's ID `id` as the host numbers it.
-    public func host(_ id: UInt32) -> UInt32 { base + id }
-
-    /// The line for /proc/PID/uid_map and gid_map.
-    var mapLine: String { "0 \(base) \(count)\n" }
-
-    public var description: String { "\(base)-\(UInt64(base) + UInt64(count) - 1)" }
-}
-
 /// A range held by a running machine: a lock on `/run/imgboot/users/SLOT` for each 65536-ID
 /// slot it covers, taken without waiting and held until the machine ends. The kernel drops the
 /// locks of a killed imgboot, so the next machine can take the range again; the lock files
@@ -92,7 +66,7 @@ public final class UserRangeLease {
         locks.removeAll()
     }
 
-    public static let directory = "/run/imgboot/users"
+    public static let directory = StateStore.users
 
     /// Why a range cannot be had.
     public struct Failure: Error, Sendable {
@@ -101,6 +75,7 @@ public final class UserRangeLease {
 
     /// The range for `mode` (nil for `no` and `identity`, which lease nothing), for the machine
     /// `machine` (whose name seeds the search, so that a machine tends to get the same range).
+    /// The lock files are in `StateStore.users`, which the caller has prepared.
     public static func lease(_ mode: PrivateUsers, machine: String) throws(Failure) -> UserRangeLease? {
         switch mode {
         case .no, .identity:
@@ -131,7 +106,6 @@ public final class UserRangeLease {
     /// Locks every slot `range` touches, or returns nil (releasing what it took) when another
     /// machine holds one.
     private static func take(_ range: UserRange) throws(Failure) -> UserRangeLease? {
-        try makeDirectory()
         var locks: [Int32] = []
         let first = range.base / UserRange.size, last = (range.base + (range.count - 1)) / UserRange.size
         for slot in first...last {
@@ -166,17 +140,6 @@ public final class UserRangeLease {
             return e == EWOULDBLOCK ? .failure(.busy) : .failure(.error("cannot lock \(path): \(String(cString: strerror(e)))"))
         }
         return .success(fd)
-    }
-
-    private static func makeDirectory() throws(Failure) {
-        for dir in ["/run/imgboot", directory] where mkdir(dir, 0o700) != 0 && errno != EEXIST {
-            throw Failure(description: "cannot create \(dir): \(String(cString: strerror(errno)))")
-        }
-        var st = stat()
-        guard lstat(directory, &st) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == 0 else {
-            throw Failure(description: "\(directory) is not a directory of root's")
-        }
-        if st.st_mode & 0o077 != 0 { _ = chmod(directory, 0o700) }
     }
 
     /// A user or group of the host (from /etc/passwd and /etc/group) whose ID is in `range`,

@@ -9,6 +9,7 @@
 #include <linux/magic.h>
 #include <sys/fsuid.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -60,6 +61,27 @@ fail:
     close(fs);
     errno = saved;
     return -1;
+}
+
+#ifndef STATX_MNT_ID_UNIQUE
+#define STATX_MNT_ID_UNIQUE 0x00004000U
+#endif
+
+int imgboot_mount_id(int dirfd, const char *path, uint64_t *id, uint64_t *unique) {
+    int flags = AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT | (path[0] == '\0' ? AT_EMPTY_PATH : 0);
+    struct statx st;
+    // Two calls: both IDs come back in the one field stx_mnt_id, the mask saying which.
+    if (statx(dirfd, path, flags, STATX_MNT_ID, &st) < 0)
+        return -1;
+    if (!(st.stx_mask & STATX_MNT_ID)) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    *id = st.stx_mnt_id;
+    *unique = 0;
+    if (statx(dirfd, path, flags, STATX_MNT_ID_UNIQUE, &st) == 0 && (st.stx_mask & STATX_MNT_ID_UNIQUE))
+        *unique = st.stx_mnt_id;
+    return 0;
 }
 
 int imgboot_memfd_create(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

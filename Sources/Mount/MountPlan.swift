@@ -135,7 +135,25 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
             }
             builder.step(.detach, .staging("rw"))
         }
-        return MountPlan(mode: options.volatile, attachments: builder.attachments, steps: builder.steps)
+        var steps = builder.steps
+        if options.nosuid { steps = steps.map(MountPlan.withoutSetuid) }
+        return MountPlan(mode: options.volatile, attachments: builder.attachments, steps: steps)
+    }
+
+    /// `step` with `nodev` and `nosuid` among its options if it mounts anything (staging mounts
+    /// included: an overlay's lower layer is reachable while the tree is set up).
+    static func withoutSetuid(_ step: Step) -> Step {
+        switch step.action {
+        case .partition, .tmpfs, .bind, .overlay:
+            var step = step
+            if !step.options.contains("nodev") { step.options.append("nodev") }
+            if !step.options.contains("nosuid"), let nodev = step.options.firstIndex(of: "nodev") {
+                step.options.insert("nosuid", at: nodev + 1)  // side by side, as mount(8) lists them
+            }
+            return step
+        case .makeDirectory, .requireMergedUsr, .baseFilesystem, .detach:
+            return step
+        }
     }
 
     /// Parents before children: "/" before "/var" before "/var/tmp".

@@ -45,6 +45,22 @@ public struct MountTable {
         }
     }
 
+    /// The mount with ID `id` and every mount below it (mounted on it, or on those, …), in the
+    /// table's order. Only by the table's parent links: a mount that lies below the same
+    /// directory but is not stacked on `id` (one `id` was mounted over) is no part of it.
+    public func tree(from id: Int) -> [Entry] {
+        var members: Set<Int> = [id]
+        var grew = true
+        while grew {
+            grew = false
+            for e in entries where !members.contains(e.id) && members.contains(e.parent) {
+                members.insert(e.id)
+                grew = true
+            }
+        }
+        return entries.filter { members.contains($0.id) }
+    }
+
     /// mountinfo escapes space, tab, newline and backslash as \ooo.
     static func unescape(_ field: String) -> String {
         guard field.contains("\\") else { return field }

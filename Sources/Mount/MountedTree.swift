@@ -131,10 +131,13 @@ public final class MountedTree {
                 throw MountError(image: image, partition: step.partition, .failed(operation: "bind \(sourcePlace) on \(step.target)", errno: errno))
             }
             made.append(landing)
-            if step.readOnly {
+            let nosuid = step.options.contains("nosuid")
+            if step.readOnly || nosuid {
                 // Remount through a fresh descriptor: the old one is the directory *under* the bind.
+                // The flags given replace the bind's (copied from its source) all at once, so
+                // each one the step asks for is in them.
                 let mounted = try open(step.target, create: false, partition: step.partition)
-                let flags = UInt(MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NODEV)
+                let flags = UInt(MS_REMOUNT | MS_BIND | MS_NODEV) | (step.readOnly ? UInt(MS_RDONLY) : 0) | (nosuid ? UInt(MS_NOSUID) : 0)
                 guard Glibc.mount(nil, mounted.procPath, nil, flags, nil) == 0 else {
                     throw MountError(image: image, partition: step.partition, .failed(operation: "make \(step.target) read-only", errno: errno))
                 }

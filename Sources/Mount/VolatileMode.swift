@@ -36,9 +36,15 @@ public struct MountOptions: Sendable, Equatable {
     /// Mount everything read-only (only with `volatile == .no`; the volatile modes never
     /// write the image anyway).
     public var readOnly: Bool
+    /// Every mount of the tree `nosuid` and `nodev`: set-user-ID bits and file capabilities of
+    /// the image's files give nothing. `imgboot mount` (a tree in the host's mount table, where
+    /// any local user can run what it holds) unless `--suid`; a container's tree is private to
+    /// it, and keeps its setuid programs working.
+    public var nosuid: Bool
 
-    public init(volatile: VolatileMode = .no, readOnly: Bool = false) {
+    public init(volatile: VolatileMode = .no, readOnly: Bool = false, nosuid: Bool = false) {
         self.volatile = volatile
         self.readOnly = readOnly
+        self.nosuid = nosuid
     }
 }

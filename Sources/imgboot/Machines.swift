@@ -1,6 +1,7 @@
 import ArgumentParser
 import Boot
 import Dissect
+import Mount
 
 #if canImport(Glibc)
 import Glibc
@@ -20,12 +21,21 @@ extension IMGBoot {
         var json = false
 
         func run() throws {
-            let machines = MachineRegistry.list()
+            guard geteuid() == 0 else {
+                throw CommandError(description: "\(StateStore.root): listing machines needs root (imgboot's state there is root's alone)")
+            }
+            // A leader that cannot be proven the machine's (its PID since reused) is shown as 0:
+            // never a PID that names someone else's process.
+            let machines = try MachineRegistry.list().map { m in
+                var m = m
+                if !m.leaderIsVerified { m.leader = nil }
+                return m
+            }
             if json {
                 print(JSON.array(machines.map { m in
                     .object([
                         ("name", .string(m.name)), ("kind", .string(m.kind)), ("mode", .string(m.mode)),
-                        ("leader", .int(Int64(m.leader))), ("supervisor", .int(Int64(m.supervisor))),
+                        ("leader", .int(Int64(m.leaderPID))), ("supervisor", .int(Int64(m.supervisor.pid))),
                         ("image", .string(m.image)), ("started", .int(Int64(m.started))), ("cgroup", .string(m.cgroup)),
                         ("users", .string(m.users.map { "\($0.base):\($0.count)" })),
                     ])
@@ -40,7 +50,7 @@ extension IMGBoot {
             clock_gettime(CLOCK_REALTIME, &ts)
             var rows = [["MACHINE", "KIND", "MODE", "LEADER", "USERS", "UP", "IMAGE"]]
             for m in machines {
-                rows.append([printable(m.name), printable(m.kind), printable(m.mode), String(m.leader),
+                rows.append([printable(m.name), printable(m.kind), printable(m.mode), String(m.leaderPID),
                              m.users.map(\.description) ?? "host", duration(Int(ts.tv_sec) - m.started), printable(m.image)])
             }
             let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }

@@ -16,7 +16,9 @@ extension IMGBoot {
                 Like `systemd-dissect --mount`: the partitions are mounted where the image says \
                 (root on DIR, /usr, /home, /srv, …) in the host's mount namespace. \
                 `imgboot umount DIR` takes it all down again. Default --volatile=no: the image \
-                is written only if you write to the tree; add --read-only to prevent that.
+                is written only if you write to the tree; add --read-only to prevent that. Every \
+                mount of the tree is nosuid and nodev: a setuid program in the image gives no \
+                one its owner's rights (see --suid).
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -28,6 +30,10 @@ extension IMGBoot {
         @Argument(help: "The directory to mount it on (must exist).")
         var directory: String
 
+        @Flag(help: ArgumentHelp(
+            "Honour set-user-ID bits and file capabilities in the tree (nodev stays). Unsafe with an image you do not trust: its setuid-root programs give any local user root."))
+        var suid = false
+
         @Flag(help: "Print the mount plan and do nothing.")
         var dryRun = false
 
@@ -37,25 +43,30 @@ extension IMGBoot {
             let logger = global.makeLogger()
             let dissected = try DissectedImage.dissect(path: image, logger: logger)
             for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }
-            let plan = try MountPlan.make(for: dissected, options: layering.options(default: .no))
+            var options = layering.options(default: .no)
+            options.nosuid = !suid
+            let plan = try MountPlan.make(for: dissected, options: options)
             if dryRun {
                 print(printableLines(plan.description))
                 return
             }
             try requireRoot(image, "mounting")
             let dir = try existingDirectory(directory)
-            let writable = plan.attachments.contains { !$0.readOnly }
-            if let other = MountRecord.conflict(image: image, writable: writable) {
-                throw CommandError(description: "\(image): image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
-            }
+            guard dir != "/" else { throw CommandError(description: "/: imgboot mounts an image on a directory, never on the host's root") }
             // Ctrl-C while mounting waits until the tree is whole, then takes it down again.
             let signals = Signals()
+            let writable = plan.attachments.contains { !$0.readOnly }
+            if let other = try MountRecord.conflict(image: image, writable: writable, subject: image, stop: signals) {
+                throw CommandError(description: "\(image): image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
+            }
             let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
-            MountRecord(directory: dir, image: image, devices: attached.devices.map(\.device.identity), writable: writable).save()
             do {
+                // Without its record, `imgboot umount` would refuse the tree: no record, no tree.
+                try MountRecord.make(directory: dir, image: image, devices: attached.devices.map(\.device.identity),
+                                     writable: writable).save(stop: signals)
                 try signals.checkpoint(image)
             } catch {
-                try ImageUnmount.unmount(dir, logger: logger)
+                try ImageUnmount.unmount(dir, requireRecord: false, logger: logger)
                 throw error
             }
             for warning in tree.warnings { writeError("imgboot: " + printable("\(image): \(warning)")) }
@@ -65,7 +76,12 @@ extension IMGBoot {
     struct UnmountImage: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "umount",
-            abstract: "Unmount a tree that `imgboot mount` mounted, and wait for its loop devices to go.")
+            abstract: "Unmount a tree that `imgboot mount` mounted, and wait for its loop devices to go.",
+            discussion: """
+                Only a tree imgboot mount made: a directory it has no record of, or where the \
+                mount it made has been replaced or mounted over, is refused and nothing is \
+                unmounted.
+                """)
 
         @OptionGroup var global: GlobalOptions
 

@@ -259,4 +259,47 @@ struct MountPlanTests {
     func volatileNonsense(text: String) {
         #expect(VolatileMode(parsing: text) == nil)
     }
+
+    // MARK: nosuid (imgboot mount)
+
+    /// With `nosuid` (what `imgboot mount` asks for unless `--suid`), every step that mounts
+    /// something — partitions, tmpfs, binds, overlays, staging mounts included — has nodev and
+    /// nosuid; nothing else changes.
+    @Test(arguments: shapesWithRoot, allModes)
+    func nosuidReachesEveryMount(shape: String, mode: VolatileMode) throws {
+        let image = try #require(Self.shapes[shape])
+        let plain = try MountPlan.make(for: image, options: MountOptions(volatile: mode))
+        let hardened = try MountPlan.make(for: image, options: MountOptions(volatile: mode, nosuid: true))
+        #expect(hardened.attachments == plain.attachments)
+        #expect(hardened.steps.count == plain.steps.count)
+        for (step, before) in zip(hardened.steps, plain.steps) {
+            #expect(step.action == before.action && step.target == before.target)
+            switch step.action {
+            case .partition, .tmpfs, .bind, .overlay:
+                #expect(step.options.contains("nodev") && step.options.contains("nosuid"), "\(step.target): \(step.options)")
+                let others = { (options: [String]) in options.filter { $0 != "nodev" && $0 != "nosuid" } }
+                #expect(others(step.options) == others(before.options), "only nodev and nosuid are added: \(before.options) → \(step.options)")
+            default:
+                #expect(step.options == before.options)
+            }
+        }
+    }
+
+    /// Containers keep their plans: no nosuid unless asked for (their setuid programs work).
+    @Test(arguments: shapesWithRoot, allModes)
+    func containersKeepSetuid(shape: String, mode: VolatileMode) throws {
+        #expect(try !plan(shape, mode).steps.contains { $0.options.contains("nosuid") })
+    }
+
+    @Test func basicReadOnlyNosuidAsDryRunShowsIt() throws {
+        let image = try #require(Self.shapes["basic"])
+        #expect(try MountPlan.make(for: image, options: MountOptions(volatile: .no, readOnly: true, nosuid: true)).description == """
+            attach partition 1 to a loop device (read-only)
+            attach partition 2 to a loop device (read-only)
+            attach partition 3 to a loop device (read-only)
+            mount partition 1 (root) ext4 on / (ro,nodev,nosuid,norecovery)
+            mount partition 2 (home) ext4 on /home (ro,nodev,nosuid,norecovery)
+            mount partition 3 (srv) ext4 on /srv (ro,nodev,nosuid,norecovery)
+            """)
+    }
 }

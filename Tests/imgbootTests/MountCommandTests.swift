@@ -341,64 +341,65 @@ extension MountCommandTests {
     /// `--dry-run` prints the plan and touches nothing; it needs no privileges.
     @Suite
     struct DryRun {
+        /// `imgboot mount` makes every mount of the tree nosuid and nodev (`--suid` lifts nosuid).
         static let plans: [(Mode, String)] = [
             (.no, """
                 attach partition 1 to a loop device
                 attach partition 2 to a loop device
                 attach partition 3 to a loop device
-                mount partition 1 (root) ext4 on / (rw,nodev)
-                mount partition 2 (home) ext4 on /home (rw,nodev)
-                mount partition 3 (srv) ext4 on /srv (rw,nodev)
+                mount partition 1 (root) ext4 on / (rw,nodev,nosuid)
+                mount partition 2 (home) ext4 on /home (rw,nodev,nosuid)
+                mount partition 3 (srv) ext4 on /srv (rw,nodev,nosuid)
                 """),
             (.readOnly, """
                 attach partition 1 to a loop device (read-only)
                 attach partition 2 to a loop device (read-only)
                 attach partition 3 to a loop device (read-only)
-                mount partition 1 (root) ext4 on / (ro,nodev,norecovery)
-                mount partition 2 (home) ext4 on /home (ro,nodev,norecovery)
-                mount partition 3 (srv) ext4 on /srv (ro,nodev,norecovery)
+                mount partition 1 (root) ext4 on / (ro,nodev,nosuid,norecovery)
+                mount partition 2 (home) ext4 on /home (ro,nodev,nosuid,norecovery)
+                mount partition 3 (srv) ext4 on /srv (ro,nodev,nosuid,norecovery)
                 """),
             (.yes, """
                 attach partition 1 to a loop device (read-only)
                 attach partition 2 to a loop device (read-only)
                 attach partition 3 to a loop device (read-only)
-                mount tmpfs on / (mode=0755,size=25%,nr_inodes=1m)
+                mount tmpfs on / (mode=0755,size=25%,nr_inodes=1m,nodev,nosuid)
                 mkdir /usr (mode 755)
-                mount partition 1 (root) ext4 on [staging]/root (ro,nodev,norecovery)
+                mount partition 1 (root) ext4 on [staging]/root (ro,nodev,nosuid,norecovery)
                 check [staging]/root has a merged /usr
-                bind [staging]/root/usr on /usr (ro,nodev)
+                bind [staging]/root/usr on /usr (ro,nodev,nosuid)
                 detach [staging]/root
                 create the base filesystem on /
-                mount partition 2 (home) ext4 on /home (ro,nodev,norecovery)
-                mount partition 3 (srv) ext4 on /srv (ro,nodev,norecovery)
+                mount partition 2 (home) ext4 on /home (ro,nodev,nosuid,norecovery)
+                mount partition 3 (srv) ext4 on /srv (ro,nodev,nosuid,norecovery)
                 """),
             (.state, """
                 attach partition 1 to a loop device (read-only)
                 attach partition 2 to a loop device (read-only)
                 attach partition 3 to a loop device (read-only)
-                mount partition 1 (root) ext4 on / (ro,nodev,norecovery)
-                mount partition 2 (home) ext4 on /home (ro,nodev,norecovery)
-                mount partition 3 (srv) ext4 on /srv (ro,nodev,norecovery)
-                mount tmpfs on /var (mode=0755,size=25%,nr_inodes=1m)
+                mount partition 1 (root) ext4 on / (ro,nodev,nosuid,norecovery)
+                mount partition 2 (home) ext4 on /home (ro,nodev,nosuid,norecovery)
+                mount partition 3 (srv) ext4 on /srv (ro,nodev,nosuid,norecovery)
+                mount tmpfs on /var (mode=0755,size=25%,nr_inodes=1m,nodev,nosuid)
                 mkdir /var/tmp (mode 1777)
                 """),
             (.overlay, """
                 attach partition 1 to a loop device (read-only)
                 attach partition 2 to a loop device (read-only)
                 attach partition 3 to a loop device (read-only)
-                mount tmpfs on [staging]/rw (mode=0755,size=25%,nr_inodes=1m)
-                mount partition 1 (root) ext4 on [staging]/lower-1 (ro,nodev,norecovery)
+                mount tmpfs on [staging]/rw (mode=0755,size=25%,nr_inodes=1m,nodev,nosuid)
+                mount partition 1 (root) ext4 on [staging]/lower-1 (ro,nodev,nosuid,norecovery)
                 mkdir [staging]/rw/upper-1 (mode 755, owner and mode of [staging]/lower-1)
                 mkdir [staging]/rw/work-1 (mode 700)
-                mount overlay on / (lower [staging]/lower-1, upper [staging]/rw/upper-1, work [staging]/rw/work-1, nodev)
-                mount partition 2 (home) ext4 on [staging]/lower-2 (ro,nodev,norecovery)
+                mount overlay on / (lower [staging]/lower-1, upper [staging]/rw/upper-1, work [staging]/rw/work-1, nodev,nosuid)
+                mount partition 2 (home) ext4 on [staging]/lower-2 (ro,nodev,nosuid,norecovery)
                 mkdir [staging]/rw/upper-2 (mode 755, owner and mode of [staging]/lower-2)
                 mkdir [staging]/rw/work-2 (mode 700)
-                mount overlay on /home (lower [staging]/lower-2, upper [staging]/rw/upper-2, work [staging]/rw/work-2, nodev)
-                mount partition 3 (srv) ext4 on [staging]/lower-3 (ro,nodev,norecovery)
+                mount overlay on /home (lower [staging]/lower-2, upper [staging]/rw/upper-2, work [staging]/rw/work-2, nodev,nosuid)
+                mount partition 3 (srv) ext4 on [staging]/lower-3 (ro,nodev,nosuid,norecovery)
                 mkdir [staging]/rw/upper-3 (mode 755, owner and mode of [staging]/lower-3)
                 mkdir [staging]/rw/work-3 (mode 700)
-                mount overlay on /srv (lower [staging]/lower-3, upper [staging]/rw/upper-3, work [staging]/rw/work-3, nodev)
+                mount overlay on /srv (lower [staging]/lower-3, upper [staging]/rw/upper-3, work [staging]/rw/work-3, nodev,nosuid)
                 detach [staging]/lower-1
                 detach [staging]/lower-2
                 detach [staging]/lower-3

@@ -53,6 +53,12 @@ int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int targe
 int imgboot_setfsuid(uint32_t uid);
 int imgboot_setfsgid(uint32_t gid);
 
+/// statx(2) of `path` relative to `dirfd` (of `dirfd` itself when `path` is ""), never following
+/// a final symlink: the ID of the mount the file lies on as /proc/self/mountinfo numbers it
+/// (reused once that mount is gone) in `*id`, and the 64-bit ID the kernel never reuses
+/// (STATX_MNT_ID_UNIQUE, Linux 6.8+) in `*unique`, or 0 where the kernel has none.
+int imgboot_mount_id(int dirfd, const char *path, uint64_t *id, uint64_t *unique);
+
 /// makedev(3), which is a macro.
 uint64_t imgboot_makedev(unsigned major, unsigned minor);
 
