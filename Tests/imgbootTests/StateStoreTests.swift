@@ -38,7 +38,7 @@ struct StateStoreTests {
         #expect(listed.image == hostile, "the name is one string, whole")
         #expect(!(try MachinesTests.list()).contains { $0.leader == foreign.pid || $0.supervisor == foreign.pid })
         let row = try #require(try MachinesTests.table()[name])
-        #expect(row.count == 6 && row[3] == String(leader), "\(row)")
+        #expect(row.count == 7 && row[3] == String(leader), "\(row)")
         // The record on disk: one JSON object, its leader the real one.
         let record = try Store.record(name)
         #expect(record["leader"] as? Int == Int(leader) && record["image"] as? String == hostile)
