@@ -169,6 +169,17 @@ struct UserNamespaceTests {
         running.stop()
     }
 
+    /// A bind whose filesystem cannot be idmapped (procfs) is a one-line error that says what to
+    /// do — never a silent fallback to an unmapped bind; with `:noidmap` it works.
+    @Test func bindThatCannotBeIdmapped() throws {
+        let image = try ImageCopy("basic")
+        let refused = try image.run(["--bind-ro=/proc/sys/kernel:/mnt"], ["true"])
+        Hardening.expectOwnFailure(refused, image: image.path, "bind /proc/sys/kernel on /mnt: ", exact: false)
+        #expect(refused.stderr.contains("add :noidmap"), "\(refused.stderr)")
+        #expect(try image.sh(["--bind-ro=/proc/sys/kernel:/mnt:noidmap"], "cat /mnt/ostype") == ["Linux"])
+        #expect(image.isUnchanged)
+    }
+
     @Test func badValuesAreRefused() throws {
         for value in ["bogus", "12:0", "-3", "4294967295:2"] {
             let out = try Harness.imgboot(["run", "--private-users=\(value)", "/nonexistent.raw"])
