@@ -79,8 +79,10 @@ public enum Container {
         // boot: argv[0] is replaced by the init the tree has (the go byte says which).
         let command = spec.boot ? [initPaths[0]] + spec.arguments : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
         let argv = spec.boot ? command : [ContainerInit.name] + command
-        // A user namespace cannot mount sysfs for the host's network namespace: imgboot does.
-        let sysMountedHere = users != nil && !spec.privateNetwork
+        // The whole plan: the image's mounts, then what the container gets around them. (A user
+        // namespace cannot mount sysfs for the host's network namespace: imgboot does.)
+        let plan = Self.plan(for: spec, cgroup: cgroup != nil)
+        let operations = try ContainerPlan.Operations(plan)
         clock.lap("prepare")
         try signals.checkpoint(image)
 
@@ -90,7 +92,7 @@ public enum Container {
         // filesystems are idmapped to.
         let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
                               cgroup: cgroup, keep: keep, filter: filter, initFD: initFD, users: users,
-                              mountSys: !sysMountedHere, image: image)
+                              operations: operations, image: image)
         defer { close(child.pidfd) }
         var started = false
         defer {
@@ -114,7 +116,7 @@ public enum Container {
             throw BootError(image: image, "open the container's user namespace", errno: errno)
         }
         var go: UInt8 = 1
-        let prepared = try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> ContainerTree.Prepared in
+        let notify = try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> Int32 in
             guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
                 throw BootError(image: image, "make the container's mount namespace a slave", errno: errno)
             }
@@ -125,22 +127,17 @@ public enum Container {
                 throw BootError(image: image, "mount a tmpfs on \(Self.stagingDirectory)", errno: errno)
             }
             let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
-            let tree = try MountedTree.apply(spec.plan, image: spec.image, devices: loops, at: treeDirectory,
+            let tree = try MountedTree.apply(plan, image: spec.image, devices: loops, at: treeDirectory,
                                              discardedStaging: Self.stagingDirectory,
                                              owner: users.map { MountedTree.Owner(idmap: idmap, uid: $0.base, gid: $0.base) },
                                              logger: logger)
             for warning in tree.warnings { logger.warning("\(image): \(warning)") }
             // The mounts hold the loop devices now.
             attached.close()
-            clock.lap("mount")
-
-            let volatileEtc = spec.plan.mode == .yes || spec.plan.mode == .overlay
-            let prepared = try ContainerTree(root: treeDirectory, image: image, users: users, idmap: idmap, logger: logger)
-                .prepare(binds: spec.binds, shareNetwork: !spec.privateNetwork, volatileEtc: volatileEtc, mountSys: sysMountedHere)
             if spec.boot { go = try initChoice(spec, root: treeDirectory) }
-            return prepared
+            return tree.notifySocket
         }
-        defer { close(prepared.notify) }
+        defer { if notify >= 0 { close(notify) } }
         clock.lap("prepare tree")
         try signals.checkpoint(image)
 
@@ -156,11 +153,11 @@ public enum Container {
         clock.lap("spawn")
 
         let supervisor = Supervisor(
-            machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: prepared.notify,
+            machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: notify,
             console: console, signals: signals, started: clock.start, logger: logger)
         let outcome = supervisor.run()
         clock.lap("run")
-        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command)
+        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command, plan: operations.steps)
     }
 
     // MARK: Pieces
@@ -175,8 +172,8 @@ public enum Container {
 
     private static func spawn(
         _ spec: ContainerSpec, root: String, argv: [String], environment: [String], console: Console,
-        cgroup: MachineCgroup?, keep: UInt64, filter: [UInt8], initFD: Int32, users: UserRange?, mountSys: Bool,
-        image: String
+        cgroup: MachineCgroup?, keep: UInt64, filter: [UInt8], initFD: Int32, users: UserRange?,
+        operations: ContainerPlan.Operations, image: String
     ) throws -> Child {
         var errorPipe: [Int32] = [-1, -1], syncPipe: [Int32] = [-1, -1]
         guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
@@ -198,10 +195,10 @@ public enum Container {
                     var config = imgboot_container(
                         root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
                         boot: spec.boot ? 1 : 0, init_fd: initFD, init_paths: UnsafeRawPointer(cInits.pointer).assumingMemoryBound(to: UnsafePointer<CChar>?.self),
-                        user_namespace: users == nil ? 0 : 1, parent_pidfd: parentPidfd, mount_sys: mountSys ? 1 : 0,
+                        user_namespace: users == nil ? 0 : 1, parent_pidfd: parentPidfd,
                         seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                         console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
-                        private_network: spec.privateNetwork ? 1 : 0,
+                        private_network: spec.privateNetwork ? 1 : 0, ops: operations.pointer, op_count: operations.count,
                         cgroup_fd: cgroup?.fd ?? -1, keep_capabilities: keep,
                         error_fd: errorPipe[1], sync_fd: syncPipe[0])
                     return imgboot_container_start(&config, &pidfd)
@@ -263,15 +260,11 @@ public enum Container {
         return String(cString: resolved)
     }
 
-    /// A random (version 4) UUID, for container_uuid: systemd makes it the machine ID when the
-    /// image has none.
-    static func randomUUID() -> String {
-        var bytes = [UInt8](repeating: 0, count: 16)
-        _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, 16) }
-        bytes[6] = bytes[6] & 0x0F | 0x40
-        bytes[8] = bytes[8] & 0x3F | 0x80
-        let hex = bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }
-        return [hex[0..<4], hex[4..<6], hex[6..<8], hex[8..<10], hex[10..<16]].map { $0.joined() }.joined(separator: "-")
+    /// Every mount of a container of `spec`: the image's, then the container's own (see
+    /// `ContainerPlan`). What `--dry-run` prints for `run` and `boot`.
+    public static func plan(for spec: ContainerSpec, cgroup: Bool = true) -> MountPlan {
+        let sysInTree = spec.privateUsers != .no && !spec.privateNetwork
+        return spec.plan.appending(ContainerPlan.steps(for: spec, sysInTree: sysInTree, cgroup: cgroup))
     }
 }
 

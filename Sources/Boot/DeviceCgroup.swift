@@ -17,20 +17,15 @@ final class DeviceCgroup {
     /// offers neither (then device access is not restricted, and the debug log says so).
     static func restrict(_ cgroup: MachineCgroup?, machine: String, logger: Logger) throws(BootError) -> DeviceCgroup? {
         if let cgroup {
-            if imgboot_attach_device_filter(cgroup.fd) == 0 { return nil }
+            let entries = ContainerDevices.filterEntries
+            let majors = entries.map(\.major), minors = entries.map(\.minor)
+            if imgboot_attach_device_filter(cgroup.fd, majors, minors, entries.count) == 0 { return nil }
             logger.debug("cannot attach the BPF device program to \(cgroup.path): \(String(cString: strerror(errno))); trying the v1 devices controller")
         }
         return try create(machine: machine, logger: logger)
     }
 
     static let root = "/sys/fs/cgroup/devices"
-
-    /// What is allowed ("type major:minor access"), as nspawn allows it.
-    static let allowed = [
-        "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",  // null zero full random urandom
-        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",  // tty console ptmx
-        "c 136:* rwm",  // pty slaves
-    ]
 
     let path: String
     private let logger: Logger
@@ -51,7 +46,7 @@ final class DeviceCgroup {
         let cgroup = DeviceCgroup(path: path, logger: logger)
         do {
             try cgroup.write("devices.deny", "a")
-            for rule in allowed { try cgroup.write("devices.allow", rule) }
+            for rule in ContainerDevices.v1Rules { try cgroup.write("devices.allow", rule) }
         } catch {
             cgroup.remove()
             throw error

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Mount
 
 /// The parent while the container runs: small and synchronous. One poll loop forwards
 /// signals, relays the console, listens for readiness, and reaps.
@@ -233,7 +234,7 @@ final class Supervisor {
 extension Supervisor.Outcome {
     /// The status imgboot leaves with, or the setup error to report (`subject`: the image or
     /// machine the message names).
-    func exitStatus(boot: Bool, subject: String, argv: [String]) throws -> Int32 {
+    func exitStatus(boot: Bool, subject: String, argv: [String], plan: [MountPlan.Step] = []) throws -> Int32 {
         if childError == nil, let signal = interruptedBy, killed, code == SIGKILL {
             throw Interrupted(signal: signal, subject: subject)
         }
@@ -242,7 +243,9 @@ extension Supervisor.Outcome {
                 let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
                 writeStderr("imgboot: \(printable(argv.first ?? "")): \(what)\n")
             } else {
-                throw BootError(image: subject, "container setup: \(describeStep(e.step))", errno: e.error)
+                let what = e.step == Int32(IMGBOOT_STEP_PLAN.rawValue) && plan.indices.contains(Int(e.index))
+                    ? plan[Int(e.index)].line : describeStep(e.step)
+                throw BootError(image: subject, "container setup: \(what)", errno: e.error)
             }
         }
         if !killed { return code }
@@ -262,19 +265,12 @@ func describeStep(_ step: Int32) -> String {
     case IMGBOOT_STEP_CGROUP_NAMESPACE.rawValue: "create the cgroup namespace"
     case IMGBOOT_STEP_LOOPBACK.rawValue: "bring up lo"
     case IMGBOOT_STEP_ROOT.rawValue: "open the tree"
-    case IMGBOOT_STEP_PROC.rawValue: "mount proc on /proc"
-    case IMGBOOT_STEP_PROC_MASK.rawValue: "mask /proc files"
-    case IMGBOOT_STEP_PROC_READ_ONLY.rawValue: "make /proc/sys read-only"
-    case IMGBOOT_STEP_SYS.rawValue: "mount sysfs on /sys"
-    case IMGBOOT_STEP_CGROUP.rawValue: "mount cgroup2 on /sys/fs/cgroup"
-    case IMGBOOT_STEP_MQUEUE.rawValue: "mount mqueue on /dev/mqueue"
-    case IMGBOOT_STEP_CONSOLE.rawValue: "bind the console on /dev/console"
+    case IMGBOOT_STEP_PLAN.rawValue: "a step of the mount plan"
     case IMGBOOT_STEP_PIVOT_ROOT.rawValue: "pivot_root into the tree"
     case IMGBOOT_STEP_DETACH_OLD_ROOT.rawValue: "detach the host's root"
     case IMGBOOT_STEP_HOSTNAME.rawValue: "set the hostname"
     case IMGBOOT_STEP_SESSION.rawValue: "set up the session and terminal"
     case IMGBOOT_STEP_CAPABILITIES.rawValue: "drop capabilities"
-    case IMGBOOT_STEP_FORK.rawValue: "fork the command"
     case IMGBOOT_STEP_EXEC.rawValue: "execute the init"
     case IMGBOOT_STEP_KEYRING.rawValue: "join a session keyring of its own"
     case IMGBOOT_STEP_SECCOMP.rawValue: "install the seccomp filter"

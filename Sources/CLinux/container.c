@@ -35,14 +35,16 @@ extern char **environ;
 
 static int error_fd = -1;
 
-static _Noreturn void fail(int step) {
-    struct imgboot_child_error e = { .step = step, .error = errno };
+static _Noreturn void fail_at(int step, int32_t index) {
+    struct imgboot_child_error e = { .step = step, .error = errno, .index = index };
     if (error_fd >= 0) {
         ssize_t ignored = write(error_fd, &e, sizeof e);
         (void)ignored;
     }
     _exit(125);
 }
+
+static _Noreturn void fail(int step) { fail_at(step, 0); }
 
 /// "/proc/self/fd/N" into `buffer` (at least 32 bytes).
 static const char *fd_path(char *buffer, int fd) {
@@ -83,51 +85,52 @@ static int open_in_root(int root, const char *path, int want_directory) {
     return fd;
 }
 
-static void mount_in_root(int root, const char *path, const char *source, const char *fstype,
-                          unsigned long flags, const char *data, int step) {
-    char target[32];
-    int fd = open_in_root(root, path, 1);
-    if (fd < 0)
-        fail(step);
-    if (mount(source, fd_path(target, fd), fstype, flags, data) < 0)
-        fail(step);
-    close(fd);
-}
-
-/// Makes `path` (inside the tree) read-only: bind it onto itself, then remount the bind.
-static void make_read_only(int root, const char *path, int step) {
-    char target[32];
-    int fd = open_in_root(root, path, 0);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return;
-        fail(step);
-    }
-    if (mount(fd_path(target, fd), target, NULL, MS_BIND | MS_REC, NULL) < 0)
-        fail(step);
-    close(fd);
-    // The old descriptor is the file *under* the new bind: look it up again.
-    fd = open_in_root(root, path, 0);
-    if (fd < 0)
-        fail(step);
-    if (mount(NULL, fd_path(target, fd), NULL,
-              MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
-        fail(step);
-    close(fd);
-}
-
-/// Hides `path` (inside the tree) under the container's /dev/null.
-static void mask(int root, int dev_null, const char *path) {
+/// Carries out the container's part of the mount plan (see `struct imgboot_mount_op`) in the
+/// tree `root`; a failure reports the operation's index. `console_path`: the pty imgboot relays
+/// (a path in the host's /dev/pts, still reachable before the pivot), or NULL for /dev/null.
+static void run_ops(int root, const struct imgboot_mount_op *ops, uint32_t count, const char *console_path) {
     char source[32], target[32];
-    int fd = open_in_root(root, path, 0);
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return;
-        fail(IMGBOOT_STEP_PROC_MASK);
+    for (uint32_t i = 0; i < count; i++) {
+        const struct imgboot_mount_op *op = &ops[i];
+        int fd = open_in_root(root, op->target, op->kind == IMGBOOT_OP_MOUNT);
+        if (fd < 0) {
+            if (errno == ENOENT && op->kind != IMGBOOT_OP_MOUNT)
+                continue;  // a kernel without /proc/kcore: nothing to cover
+            fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+        }
+        switch (op->kind) {
+        case IMGBOOT_OP_MOUNT:
+            if (mount(op->source, fd_path(target, fd), op->fstype, op->flags, op->data) < 0)
+                fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+            break;
+        case IMGBOOT_OP_COVER: {
+            const char *from = op->source ? op->source : (console_path ? console_path : "dev/null");
+            int by_path = !op->source && console_path;
+            int src = by_path ? -1 : open_in_root(root, from, 0);
+            if (!by_path && src < 0)
+                fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+            if (mount(by_path ? from : fd_path(source, src), fd_path(target, fd), NULL, MS_BIND, NULL) < 0)
+                fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+            if (src >= 0)
+                close(src);
+            break;
+        }
+        case IMGBOOT_OP_READ_ONLY:
+            if (mount(fd_path(target, fd), target, NULL, MS_BIND | MS_REC, NULL) < 0)
+                fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+            close(fd);
+            // The old descriptor is the file *under* the new bind: look it up again.
+            fd = open_in_root(root, op->target, 0);
+            if (fd < 0 || mount(NULL, fd_path(target, fd), NULL,
+                                MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+                fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+            break;
+        default:
+            errno = EINVAL;
+            fail_at(IMGBOOT_STEP_PLAN, (int32_t)i);
+        }
+        close(fd);
     }
-    if (mount(fd_path(source, dev_null), fd_path(target, fd), NULL, MS_BIND, NULL) < 0)
-        fail(IMGBOOT_STEP_PROC_MASK);
-    close(fd);
 }
 
 static void loopback_up(void) {
@@ -244,7 +247,8 @@ static size_t length(const char *s) {
 }
 
 // imgboot-init reports a command it cannot execute as this step, by number.
-_Static_assert(IMGBOOT_STEP_EXEC == 18, "Sources/ContainerInit/init.c hard-codes IMGBOOT_STEP_EXEC");
+_Static_assert(IMGBOOT_STEP_EXEC == 11, "Sources/ContainerInit/init.c hard-codes IMGBOOT_STEP_EXEC");
+_Static_assert(sizeof(struct imgboot_child_error) == 12, "Sources/ContainerInit/init.c writes 3 int32");
 
 /// The signals imgboot-init passes on, and SIGCHLD: blocked across its exec, so that none sent
 /// before it has set up its signalfd is lost (an unblocked one would be dropped: PID 1 ignores
@@ -320,57 +324,9 @@ static _Noreturn void child(const struct imgboot_container *c) {
     if (c->private_network)
         loopback_up();
 
-    // The API filesystems that belong to the new namespaces. Every target is looked up inside
-    // the tree and must be a real directory.
-    mount_in_root(root, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_PROC);
-    int dev_null = open_in_root(root, "dev/null", 0);
-    if (dev_null < 0)
-        fail(IMGBOOT_STEP_PROC_MASK);
-    mask(root, dev_null, "proc/kcore");
-    mask(root, dev_null, "proc/keys");
-    mask(root, dev_null, "proc/timer_list");
-    mask(root, dev_null, "proc/kallsyms");
-    close(dev_null);
-    // A boot ID of the machine's own (the parent wrote it to /run/host/boot_id), not the host's.
-    {
-        char source[32], target[32];
-        int id = open_in_root(root, "run/host/boot_id", 0);
-        int node = id >= 0 ? open_in_root(root, "proc/sys/kernel/random/boot_id", 0) : -1;
-        if (id >= 0 && node >= 0 && mount(fd_path(source, id), fd_path(target, node), NULL, MS_BIND, NULL) < 0)
-            fail(IMGBOOT_STEP_PROC_READ_ONLY);
-        if (node >= 0)
-            close(node);
-        if (id >= 0)
-            close(id);
-    }
-    make_read_only(root, "proc/sys", IMGBOOT_STEP_PROC_READ_ONLY);
-    make_read_only(root, "proc/sysrq-trigger", IMGBOOT_STEP_PROC_READ_ONLY);
-
-    if (c->mount_sys)
-        mount_in_root(root, "sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_SYS);
-    if (c->cgroup_fd >= 0)
-        mount_in_root(root, "sys/fs/cgroup", "cgroup2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_CGROUP);
-    mount_in_root(root, "dev/mqueue", "mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL, IMGBOOT_STEP_MQUEUE);
-
-    // The console is the pty imgboot relays; without one, /dev/null.
-    {
-        char source[32], target[32];
-        int console = open_in_root(root, "dev/console", 0);
-        if (console < 0)
-            fail(IMGBOOT_STEP_CONSOLE);
-        if (c->console_fd >= 0 && c->console_path) {
-            if (mount(c->console_path, fd_path(target, console), NULL, MS_BIND, NULL) < 0)
-                fail(IMGBOOT_STEP_CONSOLE);
-        } else {
-            int null = open_in_root(root, "dev/null", 0);
-            if (null < 0)
-                fail(IMGBOOT_STEP_CONSOLE);
-            if (mount(fd_path(source, null), fd_path(target, console), NULL, MS_BIND, NULL) < 0)
-                fail(IMGBOOT_STEP_CONSOLE);
-            close(null);
-        }
-        close(console);
-    }
+    // The container's part of the plan: what belongs to its new namespaces (/proc, sysfs,
+    // cgroup2, mqueue) and what comes after them (the masks, read-only /proc/sys, the console).
+    run_ops(root, c->ops, c->op_count, c->console_fd >= 0 ? c->console_path : NULL);
 
     // Into the tree; the old root (the host's) is detached and gone from this namespace.
     if (fchdir(root) < 0)

@@ -126,7 +126,7 @@ enum {
     WNOHANG = 1,
     EINTR = 4, ENOENT = 2, ENOTDIR = 20, EACCES = 13,
     // Sources/CLinux/include/CLinuxContainer.h, enum imgboot_step.
-    STEP_EXEC = 18,
+    STEP_EXEC = 11,
     ERROR_FD = 3,
 };
 
@@ -224,7 +224,7 @@ static _Noreturn void command(char **argv, char **envp) {
     sys(NR_close_range, ERROR_FD + 1, ~0U, 0);
     sys(NR_close_range, ERROR_FD, ERROR_FD, 4 /* CLOSE_RANGE_CLOEXEC */);
     long error = execute(argv, envp);
-    int32_t record[2] = { STEP_EXEC, (int32_t)error };
+    int32_t record[3] = { STEP_EXEC, (int32_t)error, 0 };  // struct imgboot_child_error
     sys(NR_write, ERROR_FD, (long)record, sizeof record);
     leave(error == ENOENT || error == ENOTDIR ? 127 : 126);
 }

@@ -11,13 +11,48 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         /// A scratch directory of imgboot's own, outside the tree; detached before the tree is
         /// handed on. "lower-1", "rw/upper-1".
         case staging(String)
+        /// A path of the host's (a --bind source).
+        case host(String)
+        /// The container's console: the pseudo-terminal imgboot relays, or /dev/null without one.
+        case console
 
         public var description: String {
             switch self {
             case .tree(let path): path
             case .staging(let path): "[staging]/\(path)"
+            case .host(let path): "[host]\(path)"
+            case .console: "[the console]"
             }
         }
+    }
+
+    /// Who performs a step, and where. nspawn's mount table marks the same distinction
+    /// (`MOUNT_IN_USERNS`).
+    public enum Phase: String, Sendable, Equatable, Hashable {
+        /// imgboot, as the host's root, in the container's mount namespace before the container
+        /// starts (or, for `imgboot mount`, in the host's): the image's filesystems, the volatile
+        /// layers, what the tree needs of imgboot's (/dev, /run, binds).
+        case tree
+        /// The container's first process, in its own namespaces (its user namespace included),
+        /// before it pivots into the tree: what belongs to those namespaces (/proc, cgroup2,
+        /// mqueue) and what must be done after them (masks, read-only remounts).
+        case container
+    }
+
+    /// What a file a step creates holds.
+    public enum FileContents: Sendable, Equatable {
+        /// Nothing: a mount point for a file bind.
+        case empty
+        case text(String)
+        /// A random (version 4) UUID and a newline, made when the step runs: a boot ID.
+        case randomUUID
+        /// A copy of the host's file `path`, read when the step runs (resolv.conf, localtime),
+        /// never by writing the image. `boundFrom` nil: the directory is volatile (a tmpfs or
+        /// an overlay in RAM), and the copy is written as a file of its own, replacing the
+        /// image's. Otherwise the copy is written at `boundFrom` and bound read-only over the
+        /// image's own regular file; an image whose file is a symlink (the OS manages it) or
+        /// missing keeps what it has.
+        case hostCopy(String, boundFrom: Place?)
     }
 
     public enum Action: Sendable, Equatable {
@@ -38,6 +73,32 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         case baseFilesystem
         /// Lazily unmount a staging mount: what the tree took from it stays alive.
         case detach
+        /// A fresh instance of a kernel filesystem (proc, sysfs, devpts, mqueue, cgroup2), with
+        /// `source` as mount(8)'s source field.
+        case filesystem(type: String, source: String)
+        /// A character device node, mode 0666.
+        case characterDevice(major: UInt32, minor: UInt32)
+        /// A symlink to `target`.
+        case symlink(target: String)
+        /// A regular file (mode 0644 unless `mode`), created with `contents`.
+        case file(FileContents, mode: UInt32)
+        /// The notify socket (an AF_UNIX datagram socket bound here); its descriptor goes to the
+        /// supervisor.
+        case notifySocket
+        /// Cover the file here with `with` (a bind of it over the file: /dev/null to mask a file
+        /// of /proc, the console over /dev/console). Skipped where the file does not exist (a
+        /// kernel without /proc/kcore).
+        case cover(with: Place)
+        /// Make what is here read-only (a bind of it onto itself, remounted read-only); skipped
+        /// where it does not exist.
+        case makeReadOnly
+        /// A real directory here to mount on: checked (never a symlink), or made on a writable
+        /// tree, refused on a read-only one.
+        case mountPoint
+        /// Bind the host's path `source` here (--bind): recursively, or — `idmap` — one mount,
+        /// idmapped into the container's user namespace; read-only when the options say `ro`.
+        /// The target (a directory, or a file for a file) is made when missing on a writable tree.
+        case bindHost(String, idmap: Bool)
     }
 
     public struct Step: Sendable, Equatable {
@@ -49,16 +110,75 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         public var partition: String?
         /// A failure only warns: an ESP or XBOOTLDR whose vfat the kernel may lack must not stop a boot.
         public var optional: Bool
+        public var phase: Phase
+        /// The target must be what it is, not a symlink to it: API filesystems and what imgboot
+        /// puts in the tree go on real directories only (a symlink there is refused, never
+        /// followed). The image's own mount points follow symlinks, inside the image.
+        public var noFollow: Bool
 
-        public init(_ action: Action, _ target: Place, options: [String] = [], partition: String? = nil, optional: Bool = false) {
+        public init(_ action: Action, _ target: Place, options: [String] = [], partition: String? = nil, optional: Bool = false,
+                    phase: Phase = .tree, noFollow: Bool = false) {
             self.action = action
             self.target = target
             self.options = options
             self.partition = partition
             self.optional = optional
+            self.phase = phase
+            self.noFollow = noFollow
         }
 
         public var readOnly: Bool { options.contains("ro") }
+
+        /// The step as one line of `--dry-run`.
+        public var line: String {
+            let opts = options.isEmpty ? "" : " (\(options.joined(separator: ",")))"
+            let suffix = optional ? ", if the kernel can" : ""
+            switch action {
+            case .partition(let number, let fs):
+                return "mount \(partition ?? "partition \(number)") \(fs) on \(target)\(opts)\(suffix)"
+            case .tmpfs:
+                return "mount tmpfs on \(target)\(opts)"
+            case .bind(let source):
+                return "bind \(source) on \(target)\(opts)"
+            case .overlay(let lower, let upper, let work):
+                return "mount overlay on \(target) (lower \(lower), upper \(upper), work \(work)\(options.isEmpty ? "" : ", " + options.joined(separator: ",")))\(suffix)"
+            case .makeDirectory(let mode, let like):
+                return "mkdir \(target) (mode \(String(mode, radix: 8))\(like.map { ", owner and mode of \($0)" } ?? ""))"
+            case .requireMergedUsr:
+                return "check \(target) has a merged /usr"
+            case .baseFilesystem:
+                return "create the base filesystem on \(target)"
+            case .detach:
+                return "detach \(target)"
+            case .filesystem(let type, _):
+                return "mount \(type) on \(target)\(opts)"
+            case .characterDevice(let major, let minor):
+                return "mknod \(target) (character device \(major):\(minor), mode 666)"
+            case .symlink(let link):
+                return "symlink \(target) -> \(link)"
+            case .file(let contents, let mode):
+                switch contents {
+                case .empty: return "create \(target) (empty, mode \(String(mode, radix: 8)))"
+                case .text(let text):
+                    let shown = text.hasSuffix("\n") ? String(text.dropLast()) : text
+                    return "create \(target) (\"\(shown.replacingNewlines)\"\(text.hasSuffix("\n") ? " and a newline" : ""), mode \(String(mode, radix: 8)))"
+                case .randomUUID: return "create \(target) (a random UUID, mode \(String(mode, radix: 8)))"
+                case .hostCopy(let path, nil): return "write a copy of the host's \(path) at \(target)"
+                case .hostCopy(let path, let from?):
+                    return "bind a copy of the host's \(path) (at \(from)) read-only over \(target), if the image has a regular file there"
+                }
+            case .notifySocket:
+                return "bind the notify socket on \(target)"
+            case .cover(let with):
+                return "cover \(target) with \(with), if it exists"
+            case .makeReadOnly:
+                return "make \(target) read-only, if it exists"
+            case .mountPoint:
+                return "check \(target) is a real directory (made on a writable tree)"
+            case .bindHost(let path, let idmap):
+                return "bind the host's \(path) on \(target)\(opts)\(idmap ? ", idmapped into the container" : "")"
+            }
+        }
     }
 
     /// A partition to give a loop device.
@@ -151,8 +271,8 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
                 step.options.insert("nosuid", at: nodev + 1)  // side by side, as mount(8) lists them
             }
             return step
-        case .makeDirectory, .requireMergedUsr, .baseFilesystem, .detach:
-            return step
+        default:
+            return step  // creates files or checks; mounts nothing of the image's
         }
     }
 
@@ -210,34 +330,29 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// The plan as `--dry-run` prints it: one line per attachment and step.
+    /// The plan as `--dry-run` prints it: one line per attachment and step; the steps the
+    /// container's first process performs are marked "in the container:".
     public var description: String {
         var lines: [String] = []
         for a in attachments {
             lines.append("attach partition \(a.number) to a loop device\(a.readOnly ? " (read-only)" : "")")
         }
         for s in steps {
-            let opts = s.options.isEmpty ? "" : " (\(s.options.joined(separator: ",")))"
-            let suffix = s.optional ? ", if the kernel can" : ""
-            switch s.action {
-            case .partition(let number, let fs):
-                lines.append("mount \(s.partition ?? "partition \(number)") \(fs) on \(s.target)\(opts)\(suffix)")
-            case .tmpfs:
-                lines.append("mount tmpfs on \(s.target)\(opts)")
-            case .bind(let source):
-                lines.append("bind \(source) on \(s.target)\(opts)")
-            case .overlay(let lower, let upper, let work):
-                lines.append("mount overlay on \(s.target) (lower \(lower), upper \(upper), work \(work)\(s.options.isEmpty ? "" : ", " + s.options.joined(separator: ",")))\(suffix)")
-            case .makeDirectory(let mode, let like):
-                lines.append("mkdir \(s.target) (mode \(String(mode, radix: 8))\(like.map { ", owner and mode of \($0)" } ?? ""))")
-            case .requireMergedUsr:
-                lines.append("check \(s.target) has a merged /usr")
-            case .baseFilesystem:
-                lines.append("create the base filesystem on \(s.target)")
-            case .detach:
-                lines.append("detach \(s.target)")
-            }
+            lines.append((s.phase == .container ? "in the container: " : "") + s.line)
         }
         return lines.joined(separator: "\n")
     }
+
+    /// The steps of one phase, in order.
+    public func steps(_ phase: Phase) -> [Step] { steps.filter { $0.phase == phase } }
+
+    /// This plan with `more` steps after its own.
+    public func appending(_ more: [Step]) -> MountPlan {
+        MountPlan(mode: mode, attachments: attachments, steps: steps + more)
+    }
+}
+
+extension String {
+    /// One line for a plan: a newline shown as "\\n".
+    var replacingNewlines: String { split(separator: "\n", omittingEmptySubsequences: false).joined(separator: "\\n") }
 }

@@ -13,12 +13,14 @@ public final class MountedTree {
     public let root: String
     /// Optional steps that failed (an ESP the kernel cannot mount), as lines for the user.
     public private(set) var warnings: [String] = []
+    /// The notify socket a `notifySocket` step bound, or -1; its owner closes it.
+    public internal(set) var notifySocket: Int32 = -1
 
-    private let image: String
-    private let logger: Logger
+    let image: String
+    let logger: Logger
     private var stagingDir: String?
     /// Mounts made so far, in order: undone in reverse if a later step fails.
-    private var made: [String] = []
+    var made: [String] = []
 
     private init(root: String, image: String, logger: Logger) {
         self.root = root
@@ -77,11 +79,12 @@ public final class MountedTree {
     /// The staging mounts stay (see `apply`'s `discardedStaging`).
     private var keepStaging = false
     /// See `Owner`.
-    private var owner: Owner?
+    var owner: Owner?
 
     private func run(_ plan: MountPlan, devices: [Int: String]) throws(MountError) {
         var skipped: Set<String> = []
-        for step in plan.steps {
+        // The container's own steps are its first process's (`ContainerPlan`, CLinux).
+        for step in plan.steps(.tree) {
             if let name = step.partition, skipped.contains(name) { continue }
             do {
                 try perform(step, devices: devices)
@@ -112,7 +115,7 @@ public final class MountedTree {
             }
 
         case .tmpfs:
-            let target = try open(step.target, create: true, partition: step.partition)
+            let target = try mountTarget(step)
             let owned = owner.map { "uid=\($0.uid),gid=\($0.gid)" }
             try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: [options, owned].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ","),
                       step: step, what: "mount tmpfs on \(step.target)")
@@ -162,6 +165,9 @@ public final class MountedTree {
             let top = try open(step.target, create: false, partition: step.partition)
             try BaseFilesystem.create(in: top.fd, image: image, owner: owner.map { ($0.uid, $0.gid) })
 
+        case .filesystem, .characterDevice, .symlink, .file, .notifySocket, .cover, .makeReadOnly, .mountPoint, .bindHost:
+            try prepare(step)
+
         case .detach:
             if keepStaging { return }
             let path = try absolutePath(step.target)
@@ -170,6 +176,17 @@ public final class MountedTree {
             }
             made.removeAll { $0 == path }
         }
+    }
+
+    /// Where `step` mounts: a real directory for the steps that must not follow a symlink (what
+    /// imgboot puts in the tree), else its place resolved inside the tree, made when missing.
+    private func mountTarget(_ step: MountPlan.Step) throws(MountError) -> TreePath {
+        if step.noFollow, case .tree(let path) = step.target {
+            let top = try openDirectory(root, partition: step.partition)
+            defer { close(top) }
+            return try apiMountPoint(path, top: top)
+        }
+        return try open(step.target, create: true, partition: step.partition)
     }
 
     /// A partition's filesystem, idmapped: mounted detached, mapped, then attached (an attached
@@ -190,7 +207,7 @@ public final class MountedTree {
         made.append(landing)
     }
 
-    private func mount(source: String, on target: borrowing TreePath, fsType: String, options: String,
+    func mount(source: String, on target: borrowing TreePath, fsType: String, options: String,
                        step: MountPlan.Step, what: String) throws(MountError) {
         let landing = try landingPath(target, step.target)
         if let failure = LibMount.mount(source: source, target: target.procPath, fsType: fsType, options: options) {
@@ -203,7 +220,7 @@ public final class MountedTree {
     /// directory its path resolved to inside the tree (`/home -> /etc` lands on ROOT/etc), read
     /// back from the descriptor. Never ROOT joined with the plan's path: on the host, ROOT/home
     /// is the image's symlink, and unmounting through it would detach the host's /etc.
-    private func landingPath(_ target: borrowing TreePath, _ place: MountPlan.Place) throws(MountError) -> String {
+    func landingPath(_ target: borrowing TreePath, _ place: MountPlan.Place) throws(MountError) -> String {
         guard case .tree = place else { return try absolutePath(place) }
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
         let n = readlink(target.procPath, &buffer, buffer.count - 1)
@@ -217,10 +234,12 @@ public final class MountedTree {
 
     /// The absolute host path of a place, for staging places (imgboot's own directories). For a
     /// tree place it is the plan's path, which an image symlink may redirect: see `landingPath`.
-    private func absolutePath(_ place: MountPlan.Place) throws(MountError) -> String {
+    func absolutePath(_ place: MountPlan.Place) throws(MountError) -> String {
         switch place {
         case .tree(let path): path == "/" ? root : root + path
         case .staging: try stagingPath(place)
+        case .host(let path): path
+        case .console: throw MountError(image: image, .other("the console is the container's to bind"))
         }
     }
 
@@ -241,7 +260,7 @@ public final class MountedTree {
     /// imgboot's own, an overlay in RAM, or the image in mode `no`), and refused otherwise.
     /// Staging places are imgboot's own directories; below their first component (a mounted
     /// image), they resolve inside that image.
-    private func open(_ place: MountPlan.Place, create: Bool, partition: String?) throws(MountError) -> TreePath {
+    func open(_ place: MountPlan.Place, create: Bool, partition: String?) throws(MountError) -> TreePath {
         switch place {
         case .tree(let path):
             let top = try openDirectory(root, partition: partition)
@@ -262,10 +281,14 @@ public final class MountedTree {
             let top = try openDirectory(base, partition: partition)
             defer { close(top) }
             return try resolve(components.count > 1 ? "/" + components[1] : "/", below: top, create: create, partition: partition)
+        case .host, .console:
+            // Host paths are opened by the step that binds them (`bindHost`); the console is
+            // bound by the container's first process.
+            throw MountError(image: image, .other("\(place) is not a directory of the tree"))
         }
     }
 
-    private func resolve(_ path: String, below top: Int32, create: Bool, partition: String?) throws(MountError) -> TreePath {
+    func resolve(_ path: String, below top: Int32, create: Bool, partition: String?) throws(MountError) -> TreePath {
         do {
             return try TreePath(root: top, path: path)
         } catch where error.errno == ENOENT && create && path != "/" {
@@ -294,7 +317,7 @@ public final class MountedTree {
         return fstat(a, &x) == 0 && fstat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino
     }
 
-    private func openDirectory(_ path: String, partition: String?) throws(MountError) -> Int32 {
+    func openDirectory(_ path: String, partition: String?) throws(MountError) -> Int32 {
         let fd = Glibc.open(path, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             throw MountError(image: image, partition: partition, .failed(operation: "open \(path)", errno: errno))
@@ -302,7 +325,7 @@ public final class MountedTree {
         return fd
     }
 
-    private func describe(_ error: ResolveError) -> String {
+    func describe(_ error: ResolveError) -> String {
         switch error.errno {
         case ENOENT: "\(error.path) does not exist in the image"
         case ENOTDIR: "mount point \(error.path) is not a directory"
@@ -312,7 +335,7 @@ public final class MountedTree {
         }
     }
 
-    private func makeDirectory(_ place: MountPlan.Place, mode: UInt32, like: MountPlan.Place?, partition: String?) throws(MountError) {
+    func makeDirectory(_ place: MountPlan.Place, mode: UInt32, like: MountPlan.Place?, partition: String?) throws(MountError) {
         let dir = try open(place, create: true, partition: partition)
         // The mode is set explicitly: mkdir's is filtered by the umask (1777 would become 1755).
         var st = stat()

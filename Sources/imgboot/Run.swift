@@ -37,7 +37,7 @@ extension IMGBoot {
             let logger = global.makeLogger()
             let spec = try options.spec(image: image, arguments: command, boot: false, console: nil, logger: logger)
             if options.dryRun {
-                print(printableLines(spec.plan.description))
+                print(printableLines(Container.plan(for: spec).description))
                 return
             }
             try requireRoot(image, "running a container")
@@ -79,7 +79,7 @@ extension IMGBoot {
             let logger = global.makeLogger()
             let spec = try options.spec(image: image, arguments: initArguments, boot: true, console: console, logger: logger)
             if options.dryRun {
-                print(printableLines(spec.plan.description))
+                print(printableLines(Container.plan(for: spec).description))
                 return
             }
             try requireRoot(image, "booting a container")

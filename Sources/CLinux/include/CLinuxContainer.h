@@ -16,19 +16,13 @@ enum imgboot_step {
     IMGBOOT_STEP_CGROUP_NAMESPACE,
     IMGBOOT_STEP_LOOPBACK,
     IMGBOOT_STEP_ROOT,
-    IMGBOOT_STEP_PROC,
-    IMGBOOT_STEP_PROC_MASK,
-    IMGBOOT_STEP_PROC_READ_ONLY,
-    IMGBOOT_STEP_SYS,
-    IMGBOOT_STEP_CGROUP,
-    IMGBOOT_STEP_MQUEUE,
-    IMGBOOT_STEP_CONSOLE,
+    /// An operation of the container's part of the mount plan: `index` says which.
+    IMGBOOT_STEP_PLAN,
     IMGBOOT_STEP_PIVOT_ROOT,
     IMGBOOT_STEP_DETACH_OLD_ROOT,
     IMGBOOT_STEP_HOSTNAME,
     IMGBOOT_STEP_SESSION,
     IMGBOOT_STEP_CAPABILITIES,
-    IMGBOOT_STEP_FORK,
     /// Executing the command or the image's init. (imgboot-init reports this step by number:
     /// Sources/ContainerInit/init.c.)
     IMGBOOT_STEP_EXEC,
@@ -44,6 +38,30 @@ enum imgboot_step {
 struct imgboot_child_error {
     int32_t step;
     int32_t error;
+    /// IMGBOOT_STEP_PLAN: the index of the operation that failed; else 0.
+    int32_t index;
+};
+
+/// The kinds of the container's mount operations (the container phase of the mount plan).
+enum imgboot_op_kind {
+    /// mount(source, target, fstype, flags, data) on a real directory of the tree.
+    IMGBOOT_OP_MOUNT = 1,
+    /// Bind `source` (a path inside the tree, or the console when NULL) over `target`; skipped
+    /// when `target` does not exist.
+    IMGBOOT_OP_COVER,
+    /// Bind `target` onto itself and remount it read-only; skipped when it does not exist.
+    IMGBOOT_OP_READ_ONLY,
+};
+
+/// One operation of the container's part of the mount plan. Paths are inside the tree,
+/// relative ("proc/kcore"), looked up there (never through a symlink at their end).
+struct imgboot_mount_op {
+    int32_t kind;
+    const char *target;
+    const char *source;
+    const char *fstype;
+    unsigned long flags;
+    const char *data;
 };
 
 /// How the container starts.
@@ -72,9 +90,6 @@ struct imgboot_container {
     /// A pidfd of the caller (pidfd_open(getpid())), or -1: with a user namespace, the child
     /// checks that the caller is still alive once its parent-death signal is set again.
     int parent_pidfd;
-    /// Mount sysfs on /sys here. 0: the caller has mounted it in the child's mount namespace
-    /// (a user namespace cannot mount sysfs for a network namespace it does not own: the host's).
-    int mount_sys;
     /// The seccomp filter: `seccomp_length` BPF instructions (struct sock_filter), installed
     /// as the last step before exec; applies to everything in the container.
     const void *seccomp_filter;
@@ -92,6 +107,10 @@ struct imgboot_container {
     const char *console_path;
     /// New network namespace with only `lo`, up.
     int private_network;
+    /// The container's part of the mount plan, done in its namespaces before it pivots into
+    /// the tree, in order.
+    const struct imgboot_mount_op *ops;
+    uint32_t op_count;
     /// A cgroup2 directory to start in, with a cgroup namespace rooted there; or -1.
     int cgroup_fd;
     /// The container's capability set (bit N = capability N): every one of the five sets of

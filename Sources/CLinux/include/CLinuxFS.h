@@ -4,6 +4,7 @@
 #ifndef IMGBOOT_CLINUX_FS_H
 #define IMGBOOT_CLINUX_FS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 // open(2) flags Glibc hides without _GNU_SOURCE.
@@ -76,8 +77,9 @@ int imgboot_sealed_executable(const char *name, const void *bytes, unsigned long
 /// 1 when `path` is the root of a cgroup2 filesystem, 0 when not, -1 with errno on failure.
 int imgboot_is_cgroup2(const char *path);
 
-/// Attaches imgboot's device policy (a BPF cgroup-device program allowing only the container's
-/// own character devices) to the cgroup2 directory `cgroup_fd`.
-int imgboot_attach_device_filter(int cgroup_fd);
+/// Attaches imgboot's device policy to the cgroup2 directory `cgroup_fd`: a BPF cgroup-device
+/// program allowing the `count` character devices `majors[i]`:`minors[i]` (a minor of -1: any)
+/// and nothing else.
+int imgboot_attach_device_filter(int cgroup_fd, const uint32_t *majors, const int32_t *minors, size_t count);
 
 #endif
