@@ -71,28 +71,11 @@ public struct ImageMetadata: Sendable, Equatable {
     }
 
     /// A read-only, nodev, nosuid, noexec mount of `device` attached nowhere, with the options
-    /// that keep a read-only mount from writing (no journal replay). -1 with errno on failure.
+    /// that keep a read-only mount from writing (no journal replay): the plan's own read-only
+    /// options for the filesystem. -1 with errno on failure.
     static func detachedMount(device: String, fsType: String) -> Int32 {
-        let flags: [String]
-        var keys: [String] = [], values: [String] = []
-        switch fsType {
-        case "ext4", "xfs": flags = ["norecovery"]
-        case "btrfs": flags = []; keys = ["rescue"]; values = ["nologreplay"]
-        default: flags = []
-        }
-        func cArray(_ strings: [String]) -> [UnsafeMutablePointer<CChar>?] { strings.map { strdup($0) } + [nil] }
-        var f = cArray(flags), k = cArray(keys), v = cArray(values)
-        defer { for p in f + k + v { free(p) } }
-        func pointer(_ p: UnsafeMutableBufferPointer<UnsafeMutablePointer<CChar>?>) -> UnsafePointer<UnsafePointer<CChar>?>? {
-            p.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: UnsafePointer<CChar>?.self) }
-        }
-        return f.withUnsafeMutableBufferPointer { fp in
-            k.withUnsafeMutableBufferPointer { kp in
-                v.withUnsafeMutableBufferPointer { vp in
-                    imgboot_mount_detached_readonly(device, fsType, pointer(fp), pointer(kp), pointer(vp))
-                }
-            }
-        }
+        let options = MountPlan.mountOptions(fsType: fsType, readOnly: true) + ["nosuid", "noexec"]
+        return imgboot_mount_detached(device, fsType, options.joined(separator: ","))
     }
 
     /// At most `limit` bytes of a regular file at `path` inside the mount `root` (resolved inside
