@@ -79,6 +79,9 @@ let package = Package(
             dependencies: ["Attach", "Dissect", .product(name: "Logging", package: "swift-log")]
         ),
         .testTarget(name: "MountTests", dependencies: ["Mount"]),
+        // Boot's pure parts, without root: the container's plan and operations, option parsing,
+        // exit statuses, the device table, the system call filter.
+        .testTarget(name: "BootUnitTests", dependencies: ["Boot", "Mount", "Dissect"]),
         .testTarget(name: "imgbootTests", dependencies: ["Dissect"]),
     ],
     swiftLanguageModes: [.v6]
