@@ -28,6 +28,45 @@ struct OSReleaseTests {
     }
 }
 
+/// The metadata from the files' bytes, as `inspect` shows it and the fuzzer feeds it.
+struct ImageMetadataParsingTests {
+    @Test func typicalFiles() {
+        let m = ImageMetadata(parsing: Array("ID=debian\nNAME='Debian'\n".utf8),
+                              hostname: Array("\n# set by the installer\n  host-1\t\nignored\n".utf8),
+                              machineId: Array("b5b5b5b5b5b54b5b8b5b5b5b5b5b5b5b\n".utf8))
+        #expect(m.osRelease == [.init(key: "ID", value: "debian"), .init(key: "NAME", value: "Debian")])
+        #expect(m.hostname == "host-1")
+        #expect(m.machineId == "b5b5b5b5b5b54b5b8b5b5b5b5b5b5b5b")
+    }
+
+    @Test func missingEmptyAndCommentOnlyFiles() {
+        let missing = ImageMetadata(parsing: nil, hostname: nil, machineId: nil)
+        #expect(missing.osRelease.isEmpty && missing.hostname == nil && missing.machineId == nil)
+        let empty = ImageMetadata(parsing: [], hostname: Array("# only\n\n \t\n".utf8), machineId: [])
+        #expect(empty.osRelease.isEmpty && empty.hostname == nil && empty.machineId == nil)
+    }
+
+    /// Bytes that are not UTF-8 are U+FFFD; a line ends at any newline, CR and U+2028 included.
+    @Test func binaryAndOddNewlines() {
+        let m = ImageMetadata(parsing: [0x4E, 0x3D, 0xFF, 0xFE, 0x61], // N=\xff\xfea
+                              hostname: Array("a\rb".utf8), machineId: Array("x\u{2028}y".utf8))
+        #expect(m.osRelease == [.init(key: "N", value: "\u{FFFD}\u{FFFD}a")])
+        #expect(m.hostname == "a")
+        #expect(m.machineId == "x")
+    }
+
+    /// Only the first 64 KiB, 256 and 128 bytes of the files count.
+    @Test func limits() {
+        let pad = Array(repeating: UInt8(ascii: "\n"), count: 64 * 1024 - 4)
+        let m = ImageMetadata(parsing: pad + Array("A=1\nB=2\n".utf8),
+                              hostname: Array(repeating: UInt8(ascii: "h"), count: 300),
+                              machineId: Array(repeating: UInt8(ascii: "m"), count: 200))
+        #expect(m.osRelease == [.init(key: "A", value: "1")])
+        #expect(m.hostname == String(repeating: "h", count: 256))
+        #expect(m.machineId == String(repeating: "m", count: 128))
+    }
+}
+
 struct MountTableTests {
     let text = """
         22 27 0:21 / /proc rw,relatime - proc proc rw
