@@ -31,38 +31,6 @@ int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, 
     return fd;
 }
 
-int imgboot_mount_detached_readonly(const char *source, const char *fstype,
-                                    const char *const *flags,
-                                    const char *const *keys, const char *const *values) {
-    int fs = (int)syscall(SYS_fsopen, fstype, FSOPEN_CLOEXEC);
-    if (fs < 0)
-        return -1;
-    int saved;
-    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "source", source, 0) < 0)
-        goto fail;
-    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "ro", NULL, 0) < 0)
-        goto fail;
-    for (size_t i = 0; flags && flags[i]; i++)
-        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, flags[i], NULL, 0) < 0)
-            goto fail;
-    for (size_t i = 0; keys && values && keys[i] && values[i]; i++)
-        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, keys[i], values[i], 0) < 0)
-            goto fail;
-    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-        goto fail;
-    int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
-                           MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC);
-    if (mnt < 0)
-        goto fail;
-    close(fs);
-    return mnt;
-fail:
-    saved = errno;
-    close(fs);
-    errno = saved;
-    return -1;
-}
-
 #ifndef STATX_MNT_ID_UNIQUE
 #define STATX_MNT_ID_UNIQUE 0x00004000U
 #endif

@@ -45,7 +45,18 @@ extension DissectedImage {
             }
             table = .gpt
             imageUuid = gpt.header.diskGUID
-            partitions = try gptPartitions(probe.partitions(), gpt: gpt, path: path)
+            partitions = try gptPartitions(gpt, checkedAgainst: probe.partitions(), path: path)
+        case "PMBR"? where gpt.map({ $0.header.entrySize != 128 }) ?? false:
+            // UEFI allows entries of 128 × 2^n bytes, but libblkid reads only 128-byte ones: it
+            // passes such a GPT by and reports the protective MBR alone. imgboot's own reading,
+            // with every check above, is then the table.
+            guard let gpt else { throw DissectError(image: path, .unrecognised) }
+            if let fsAtStart {
+                throw DissectError(image: path, .ambiguous("both a GPT and a filesystem (\(fsAtStart)) at the start of the image"))
+            }
+            table = .gpt
+            imageUuid = gpt.header.diskGUID
+            partitions = try gptPartitions(gpt, checkedAgainst: nil, path: path)
         case "dos"?:
             if let fsAtStart {
                 throw DissectError(image: path, .ambiguous("both an MBR partition table and a filesystem (\(fsAtStart)) at the start of the image"))
@@ -89,29 +100,39 @@ extension DissectedImage {
             partitions: selection.partitions, warnings: warnings + selection.warnings)
     }
 
-    /// GPT partitions as libblkid lists them, checked against imgboot's own reading of the table.
-    private static func gptPartitions(_ raw: [RawPartition], gpt: GPT, path: String) throws(DissectError) -> [Partition] {
+    /// The partitions of imgboot's reading of the GPT. When libblkid read the table too
+    /// (`raw`), it must list the same partitions, and the names are the ones it decoded.
+    private static func gptPartitions(_ gpt: GPT, checkedAgainst raw: [RawPartition]?, path: String) throws(DissectError) -> [Partition] {
         let ss = UInt64(gpt.sectorSize)
-        let entries = Dictionary(uniqueKeysWithValues: gpt.entries.map { ($0.number, $0) })
-        guard raw.count == gpt.entries.count else {
-            throw DissectError(image: path, .probe(
-                "libblkid lists \(raw.count) partitions where the GPT has \(gpt.entries.count) entries"))
-        }
-        return try raw.map { r throws(DissectError) -> Partition in
-            guard let e = entries[r.number], e.firstLBA * ss == r.offset,
-                  (e.lastLBA - e.firstLBA + 1) * ss == r.size
-            else {
-                throw DissectError(image: path, .probe("libblkid and the GPT disagree about partition \(r.number)"))
+        var names = Dictionary(uniqueKeysWithValues: gpt.entries.map { ($0.number, $0.name) })
+        if let raw {
+            guard raw.count == gpt.entries.count else {
+                throw DissectError(image: path, .probe(
+                    "libblkid lists \(raw.count) partitions where the GPT has \(gpt.entries.count) entries"))
             }
-            let type = r.typeString?.lowercased()
+            let entries = Dictionary(uniqueKeysWithValues: gpt.entries.map { ($0.number, $0) })
+            for r in raw {
+                guard let e = entries[r.number], e.firstLBA * ss == r.offset,
+                      (e.lastLBA - e.firstLBA + 1) * ss == r.size,
+                      r.typeString?.lowercased() == e.typeGUID, r.flags == e.attributes
+                else {
+                    throw DissectError(image: path, .probe("libblkid and the GPT disagree about partition \(r.number)"))
+                }
+                names[r.number] = r.name ?? ""
+            }
+        }
+        // GPT.check has made sure that every entry ends inside the image: no overflow here.
+        return gpt.entries.map { e in
+            let label = names[e.number] ?? e.name
             return Partition(
-                number: r.number, typeUuid: type,
-                typeName: type.flatMap(PartitionType.lookup)?.name ?? type.flatMap(otherGPTTypeName),
-                uuid: r.uuid?.lowercased(), label: r.name.flatMap { $0.isEmpty ? nil : $0 },
-                offset: r.offset, size: r.size,
-                readOnly: r.flags & GPTFlags.readOnly != 0,
-                noAuto: r.flags & GPTFlags.noAuto != 0,
-                growFs: r.flags & GPTFlags.growFs != 0)
+                number: e.number, typeUuid: e.typeGUID,
+                typeName: PartitionType.lookup(e.typeGUID)?.name ?? otherGPTTypeName(e.typeGUID),
+                // An all-zero GUID is no GUID (libblkid reports none either).
+                uuid: e.uniqueGUID == GPT.zeroGUID ? nil : e.uniqueGUID, label: label.isEmpty ? nil : label,
+                offset: e.firstLBA * ss, size: (e.lastLBA - e.firstLBA + 1) * ss,
+                readOnly: e.attributes & GPTFlags.readOnly != 0,
+                noAuto: e.attributes & GPTFlags.noAuto != 0,
+                growFs: e.attributes & GPTFlags.growFs != 0)
         }
     }
 

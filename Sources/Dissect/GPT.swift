@@ -24,6 +24,9 @@ struct GPT: Equatable {
         var firstLBA: UInt64
         var lastLBA: UInt64
         var attributes: UInt64
+        /// The partition name: UTF-16LE up to the first NUL (an unpaired surrogate becomes
+        /// U+FFFD). Used where libblkid cannot read the table (entries of more than 128 bytes).
+        var name: String = ""
     }
 
     var sectorSize: Int
@@ -36,6 +39,7 @@ struct GPT: Equatable {
     /// The largest entry array accepted: 1 MiB (8192 entries of 128 bytes; the usual is 128).
     static let maxEntryArrayBytes = 1 << 20
     static let signature: [UInt8] = Array("EFI PART".utf8)
+    static let zeroGUID = "00000000-0000-0000-0000-000000000000"
 
     /// Finds and checks the GPT of `file`. Returns nil when there is no GPT signature at all
     /// (an MBR disk, a bare filesystem); throws when there is one but no usable table.
@@ -187,11 +191,11 @@ struct GPT: Equatable {
         for index in 0..<count {
             let base = index * size
             let type = guidString(bytes, base)
-            if type == "00000000-0000-0000-0000-000000000000" { continue }
+            if type == zeroGUID { continue }
             entries.append(Entry(
                 number: index + 1, typeGUID: type, uniqueGUID: guidString(bytes, base + 16),
                 firstLBA: le64(bytes, base + 32), lastLBA: le64(bytes, base + 40),
-                attributes: le64(bytes, base + 48)))
+                attributes: le64(bytes, base + 48), name: utf16Name(bytes, base + 56)))
         }
         return entries
     }
@@ -241,6 +245,12 @@ func le32(_ b: [UInt8], _ at: Int) -> UInt32 {
 
 func le64(_ b: [UInt8], _ at: Int) -> UInt64 {
     (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * UInt64($1)) }
+}
+
+/// The 36 UTF-16LE code units of a GPT entry's name at `at`, up to the first NUL.
+func utf16Name(_ b: [UInt8], _ at: Int) -> String {
+    let units = (0..<36).lazy.map { UInt16(b[at + 2 * $0]) | UInt16(b[at + 2 * $0 + 1]) << 8 }
+    return String(decoding: units.prefix { $0 != 0 }, as: UTF16.self)
 }
 
 /// A GUID in its mixed-endian on-disk form, as the usual lower-case string.

@@ -46,7 +46,7 @@ struct FuzzCorpusTests {
         ("disagree", "gpt 512 1=root:ext4@/ 2=xbootldr:vfat@/boot"),
         ("absurd-count", "error: corrupt GPT: primary header declares 2147483647 entries of 128 bytes, more than the 1024 KiB imgboot accepts; backup header declares 2147483647 entries of 128 bytes, more than the 1024 KiB imgboot accepts"),
         ("overlap", "error: invalid partition table: partitions 1 and 2 overlap"),
-        ("entry-size", "error: partition table type \"PMBR\" is not supported (only GPT and MBR are)"),
+        ("entry-size", "gpt 512 1=root:ext4@/ 2=xbootldr:vfat@/boot"),
         ("truncated", "error: invalid partition table: partition 3 ends beyond the end of the image (LBA 14; the image has 12 sectors); partition 4 ends beyond the end of the image (LBA 18; the image has 12 sectors)"),
         ("fs-and-gpt", "error: ambiguous image: both a GPT and a filesystem (ext4) at the start of the image"),
         ("sparse-8g", "gpt 512 1=root:ext4@/ 2=xbootldr:vfat@/boot"),

@@ -63,3 +63,25 @@ struct GPTCheckTests {
         #expect(message.count < 300)
     }
 }
+
+/// GPT partition names as imgboot decodes them itself (for tables libblkid cannot read): 36
+/// UTF-16LE code units, up to the first NUL.
+struct GPTNameTests {
+    static func bytes(_ units: [UInt16]) -> [UInt8] {
+        let padded = units + Array(repeating: 0, count: max(0, 36 - units.count))
+        return [UInt8](repeating: 0xAA, count: 56) + padded.flatMap { [UInt8($0 & 0xFF), UInt8($0 >> 8)] }
+    }
+
+    @Test(arguments: [
+        ([], ""),
+        (Array("root".utf16), "root"),
+        (Array("srv-ü😀".utf16), "srv-ü😀"),
+        (Array("a".utf16) + [0] + Array("hidden".utf16), "a"),
+        (Array(String(repeating: "x", count: 36).utf16), String(repeating: "x", count: 36)),
+        ([0xD800] + Array("x".utf16), "\u{FFFD}x"),
+        (Array("x".utf16) + [0xDC00], "x\u{FFFD}"),
+    ] as [([UInt16], String)])
+    func decode(units: [UInt16], expected: String) {
+        #expect(utf16Name(Self.bytes(units), 56) == expected)
+    }
+}

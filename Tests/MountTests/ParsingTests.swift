@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Mount
 
@@ -25,6 +26,45 @@ struct OSReleaseTests {
 
     @Test func controlCharactersAreKeptForTheCallerToEscape() {
         #expect(OSRelease.parse("NAME=\"a\u{1b}[31mb\"").first?.value == "a\u{1b}[31mb")
+    }
+}
+
+/// The metadata from the files' bytes, as `inspect` shows it and the fuzzer feeds it.
+struct ImageMetadataParsingTests {
+    @Test func typicalFiles() {
+        let m = ImageMetadata(parsing: Array("ID=debian\nNAME='Debian'\n".utf8),
+                              hostname: Array("\n# set by the installer\n  host-1\t\nignored\n".utf8),
+                              machineId: Array("b5b5b5b5b5b54b5b8b5b5b5b5b5b5b5b\n".utf8))
+        #expect(m.osRelease == [.init(key: "ID", value: "debian"), .init(key: "NAME", value: "Debian")])
+        #expect(m.hostname == "host-1")
+        #expect(m.machineId == "b5b5b5b5b5b54b5b8b5b5b5b5b5b5b5b")
+    }
+
+    @Test func missingEmptyAndCommentOnlyFiles() {
+        let missing = ImageMetadata(parsing: nil, hostname: nil, machineId: nil)
+        #expect(missing.osRelease.isEmpty && missing.hostname == nil && missing.machineId == nil)
+        let empty = ImageMetadata(parsing: [], hostname: Array("# only\n\n \t\n".utf8), machineId: [])
+        #expect(empty.osRelease.isEmpty && empty.hostname == nil && empty.machineId == nil)
+    }
+
+    /// Bytes that are not UTF-8 are U+FFFD; a line ends at any newline, CR and U+2028 included.
+    @Test func binaryAndOddNewlines() {
+        let m = ImageMetadata(parsing: [0x4E, 0x3D, 0xFF, 0xFE, 0x61], // N=\xff\xfea
+                              hostname: Array("a\rb".utf8), machineId: Array("x\u{2028}y".utf8))
+        #expect(m.osRelease == [.init(key: "N", value: "\u{FFFD}\u{FFFD}a")])
+        #expect(m.hostname == "a")
+        #expect(m.machineId == "x")
+    }
+
+    /// Only the first 64 KiB, 256 and 128 bytes of the files count.
+    @Test func limits() {
+        let pad = Array(repeating: UInt8(ascii: "\n"), count: 64 * 1024 - 4)
+        let m = ImageMetadata(parsing: pad + Array("A=1\nB=2\n".utf8),
+                              hostname: Array(repeating: UInt8(ascii: "h"), count: 300),
+                              machineId: Array(repeating: UInt8(ascii: "m"), count: 200))
+        #expect(m.osRelease == [.init(key: "A", value: "1")])
+        #expect(m.hostname == String(repeating: "h", count: 256))
+        #expect(m.machineId == String(repeating: "m", count: 128))
     }
 }
 
@@ -58,5 +98,57 @@ struct MountTableTests {
         let stacked = text + "\n105 100 7:3 / /mnt/img rw,relatime - ext4 /dev/loop3 rw"
         let mounts = MountTable(parsing: stacked).mounts(atOrBelow: "/mnt/img")
         #expect(mounts.map(\.source) == ["/dev/loop3", "/dev/loop2", "/dev/loop1", "/dev/loop0"])
+    }
+}
+
+/// The metadata fuzzer's seeds (`fixtures/fuzz-corpus/metadata`, see Fuzz/README.md), each given
+/// to the parsers as the fuzzer gives it — as os-release, hostname and machine-id at once — with
+/// the outcome it was made for: a seed that stopped meaning what its name says would make the
+/// fuzzer quietly weaker.
+struct MetadataCorpusTests {
+    static let corpus: String = {
+        // This file is Tests/MountTests/ParsingTests.swift.
+        let parts = #filePath.split(separator: "/", omittingEmptySubsequences: false)
+        return parts.dropLast(3).joined(separator: "/") + "/fixtures/fuzz-corpus/metadata"
+    }()
+
+    /// Printable ASCII as it is, `\u{N}` for every other character (and `\\`, `\"`).
+    static func ascii(_ s: String?) -> String {
+        guard let s else { return "nil" }
+        return "\"" + s.unicodeScalars.map { c in
+            c == "\\" || c == "\"" ? "\\" + String(c)
+                : (0x20..<0x7F).contains(c.value) ? String(c) : "\\u{\(String(c.value, radix: 16))}"
+        }.joined() + "\""
+    }
+
+    /// KEY="VALUE"… for the os-release, then the hostname and the machine ID.
+    static func outcome(_ name: String) throws -> String {
+        let bytes = try #require(FileManager.default.contents(atPath: corpus + "/" + name)).map { $0 }
+        let m = ImageMetadata(parsing: bytes, hostname: bytes, machineId: bytes)
+        return (m.osRelease.map { "\($0.key)=\(ascii($0.value))" } + ["hostname \(ascii(m.hostname))", "machine-id \(ascii(m.machineId))"])
+            .joined(separator: " ")
+    }
+
+    @Test(arguments: [
+        ("debian-os-release", #"PRETTY_NAME="Debian GNU/Linux 12 (bookworm)" NAME="Debian GNU/Linux" VERSION_ID="12" VERSION="12 (bookworm)" VERSION_CODENAME="bookworm" ID="debian" HOME_URL="https://www.debian.org/" SUPPORT_URL="https://www.debian.org/support" BUG_REPORT_URL="https://bugs.debian.org/" hostname "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"" machine-id "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"""#),
+        ("busybox-os-release", #"NAME="imgboot busybox" ID="imgboot-busybox" VERSION_ID="1.0" PRETTY_NAME="imgboot busybox 1.0" hostname "NAME=\"imgboot busybox\"" machine-id "NAME=\"imgboot busybox\"""#),
+        ("hostname", #"hostname "busybox-demo" machine-id "busybox-demo""#),
+        ("machine-id", #"hostname "b5b5b5b5b5b54b5b8b5b5b5b5b5b5b5b" machine-id "b5b5b5b5b5b54b5b8b5b5b5b5b5b5b5b""#),
+        // Every rule of the os-release syntax: comments, blank and indented lines, CRLF, both
+        // quotes and their escapes, a value ended by a space, concatenation, broken quoting,
+        // keys that are not shell names, a key given twice (the later wins).
+        ("quoting", #"INDENTED="kept" SINGLE="its \"raw\" \\n" BARE="value" CONCAT="ab cd e" EMPTY="" DOUBLE="again," hostname "INDENTED=kept" machine-id "INDENTED=kept""#),
+        // What a hostile image writes: terminal sequences, bidi and invisible characters, a
+        // forged line after a CR, NUL and DEL, bytes that are not UTF-8 (each U+FFFD).
+        ("hostile", #"NAME="evil\u{202e}war\u{200b}\u{85}\u{2028}x" PRETTY_NAME="forged\u{d}OS:         Windows" ID="\u{0}nul\u{7f}" HOME_URL="\u{ad}\u{feff}\u{2066}\u{3164}" VERSION="\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}\u{fffd}" hostname "\u{1b}[31mred\u{1b}[0m\u{1b}]0;owned\u{7}" machine-id "\u{1b}[31mred\u{1b}[0m\u{1b}]0;owned\u{7}""#),
+    ])
+    func seed(name: String, expected: String) throws {
+        #expect(try Self.outcome(name) == expected)
+    }
+
+    /// Every seed in the directory is in the table above.
+    @Test func everySeedIsPinned() throws {
+        let names = try FileManager.default.contentsOfDirectory(atPath: Self.corpus).sorted()
+        #expect(names == ["busybox-os-release", "debian-os-release", "hostile", "hostname", "machine-id", "quoting"])
     }
 }

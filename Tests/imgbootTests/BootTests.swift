@@ -2,7 +2,8 @@ import Foundation
 import Testing
 
 /// `imgboot boot`: a real Debian 12 with systemd boots to `running` with no failed unit, powers
-/// off when asked, and leaves nothing behind; an image whose init is busybox's boots it too.
+/// off when asked (0) or reboots (133), and leaves nothing behind; an image whose init is
+/// busybox's boots it too.
 /// The limits on waits below guard against hangs; they are not speed assertions.
 @Suite(.enabled(if: Harness.isRoot, "needs root, loop devices and namespaces"), .serialized)
 struct BootTests {
@@ -102,6 +103,21 @@ struct BootTests {
         #expect(Self.systemdCgroupsOnTheHost() == hostCgroups)
     }
 
+    /// `systemctl reboot` inside (through `imgboot enter`): systemd ends by reboot(2), which in a
+    /// PID namespace ends the init with SIGHUP; imgboot exits 133, as nspawn does, and leaves
+    /// nothing. The command's own status is not checked: it may be killed as the machine stops.
+    @Test func rebootExits133() throws {
+        let image = try debian()
+        let boot = try Boot(image, ["--console=passive"])
+        defer { boot.imgboot.kill() }
+        try boot.waitUntilReady()
+        _ = try Harness.imgboot(["enter", image.machine, "--", "systemctl", "reboot"])
+        #expect(boot.imgboot.exitStatus(within: Self.haltLimit) == 133, "stderr: \(boot.imgboot.stderr)")
+        let stderr = boot.imgboot.stderr.split(separator: "\n")
+        #expect(stderr.count == 1 && stderr.first?.hasPrefix(boot.readyLine + " (after ") == true, "stderr: \(stderr)")
+        image.leftovers.expectNone(imageUnchanged: true)
+    }
+
     /// --console=read-only shows the console: systemd's boot messages, then its halt.
     @Test func readOnlyConsoleShowsTheBoot() throws {
         let image = try debian()
@@ -165,6 +181,23 @@ struct BootTests {
         boot.imgboot.signal(SIGTERM)
         #expect(boot.imgboot.exitStatus(within: Self.haltLimit) == 137)
         #expect(!boot.imgboot.stderr.contains("is ready"))
+        image.leftovers.expectNone(imageUnchanged: true)
+    }
+
+    /// busybox's `reboot` inside: it asks its init (SIGTERM), which stops everything and calls
+    /// reboot(2): 133, as for systemd, and nothing left.
+    @Test func busyboxReboot() throws {
+        let image = try ImageCopy("basic")
+        let boot = try Boot(image, ["--console=read-only", "--log-level=notice"])
+        defer { boot.imgboot.kill() }
+        let prompt = boot.imgboot.wait(upTo: Self.bootLimit) {
+            boot.imgboot.stdout.contains("Please press Enter to activate this console.")
+        }
+        try #require(prompt, "console: \(boot.imgboot.stdout); stderr: \(boot.imgboot.stderr)")
+        _ = try Harness.imgboot(["enter", image.machine, "--", "reboot"])
+        #expect(boot.imgboot.exitStatus(within: Self.haltLimit) == 133, "stderr: \(boot.imgboot.stderr)")
+        #expect(boot.imgboot.stdout.contains("Requesting system reboot"), "console: \(boot.imgboot.stdout)")
+        #expect(boot.imgboot.stderr.isEmpty, "stderr: \(boot.imgboot.stderr)")
         image.leftovers.expectNone(imageUnchanged: true)
     }
 }

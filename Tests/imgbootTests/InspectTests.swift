@@ -43,6 +43,14 @@ struct InspectTests {
             .init(number: 2, designator: .home, label: "home", fsType: "ext4", mountPoint: "/home"),
             .init(number: 3, designator: .srv, label: "srv", fsType: "ext4", mountPoint: "/srv"),
         ]),
+        // basic with 256-byte GPT entries, which libblkid cannot read: imgboot reads the table
+        // itself. Partition numbers 1, 2, 3 (not 1, 3, 5) show that entries were read 256 bytes
+        // apart; srv's name, with a surrogate pair, that imgboot decoded the UTF-16 itself.
+        Case(name: "entries-256", id: 1, table: .gpt, architecture: .x86_64, partitions: [
+            .init(number: 1, designator: .root, label: "root", fsType: "ext4", mountPoint: "/", architecture: .x86_64),
+            .init(number: 2, designator: .home, label: "home", fsType: "ext4", mountPoint: "/home"),
+            .init(number: 3, designator: .srv, label: "srv-ü😀", fsType: "ext4", mountPoint: "/srv"),
+        ]),
         Case(name: "sector4k", id: 12, table: .gpt, sectorSize: 4096, architecture: .x86_64, partitions: [
             .init(number: 1, designator: .root, label: "root", fsType: "ext4", mountPoint: "/", architecture: .x86_64),
             .init(number: 2, designator: .home, label: "home", fsType: "ext4", mountPoint: "/home"),
@@ -170,6 +178,34 @@ struct InspectTests {
         #expect(image.partitions.allSatisfy { $0.typeUuid == nil })
     }
 
+    /// A GPT with 256-byte entries reads as basic does, in the table for people and in the JSON:
+    /// same offsets, sizes, types and filesystems; its labels (srv's decoded from UTF-16 by
+    /// imgboot) shown as they are.
+    @Test func entriesOf256Bytes() throws {
+        let (image, raw) = try inspect("entries-256")
+        let (basic, _) = try inspect("basic")
+        #expect(raw["partitionTable"] as? String == "gpt")
+        #expect(image.partitions.map(\.offset) == basic.partitions.map(\.offset))
+        #expect(image.partitions.map(\.size) == basic.partitions.map(\.size))
+        #expect(image.partitions.map(\.typeName) == basic.partitions.map(\.typeName))
+        #expect(image.partitions.map(\.fsUuid) == basic.partitions.map(\.fsUuid))
+        let labels = (raw["partitions"] as? [[String: Any]])?.map { $0["label"] as? String }
+        #expect(labels == ["root", "home", "srv-ü😀"])
+
+        let out = try Harness.imgboot(["inspect", try Harness.fixture("entries-256")])
+        #expect(out.status == 0)
+        #expect(out.stderr.isEmpty)
+        let lines = out.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("Table:      GPT, 512-byte sectors"))
+        #expect(lines.contains("Disk UUID:  d15c0001-0000-4000-a000-000000000000"))
+        let rows = lines.filter { $0.first?.isNumber == true }
+        try #require(rows.count == 3, "\(out.stdout)")
+        #expect(rows[0].hasPrefix("1  root (x86-64)  root ") && rows[0].hasSuffix("  /"))
+        #expect(rows[1].hasPrefix("2  home           home ") && rows[1].hasSuffix("  /home"))
+        #expect(rows[2].hasPrefix("3  srv            srv-ü😀 ") && rows[2].hasSuffix("  /srv"))
+        #expect(rows[2].contains("9a470001-0003-4000-a000-000000000000"))
+    }
+
     /// Every key of the documented schema is present, nulls included.
     @Test func jsonHasEveryKey() throws {
         let (_, raw) = try inspect("bare-ext4")
@@ -187,7 +223,7 @@ struct InspectTests {
     /// root's, from the /usr partition when /etc/os-release points there — and leaves nothing
     /// mounted or attached.
     @Test(.enabled(if: Harness.isRoot, "reading an image's metadata needs root"),
-          arguments: [("basic", "1.0"), ("two-roots", "1.10"), ("split-usr", "1.0"), ("squashfs", "1.0"),
+          arguments: [("basic", "1.0"), ("entries-256", "1.0"), ("two-roots", "1.10"), ("split-usr", "1.0"), ("squashfs", "1.0"),
                       ("erofs", "1.0"), ("btrfs-xfs", "1.0"), ("bare-ext4", "1.0"), ("mbr", "1.0")])
     func metadata(name: String, version: String) throws {
         let path = try Harness.fixture(name)

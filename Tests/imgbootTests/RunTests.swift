@@ -295,6 +295,19 @@ struct RunTests {
         #expect(!FileManager.default.fileExists(atPath: "\(dir)/closed/new"))
     }
 
+    /// A GPT with 256-byte entries, which libblkid cannot read, runs as basic does: root, home
+    /// and srv from the table imgboot read itself, the image unchanged.
+    @Test func gptWith256ByteEntries() throws {
+        let image = try ImageCopy("entries-256")
+        let lines = try image.sh([], """
+            cat /etc/imgboot-fixture /home/user/hello.txt /srv/www/index.html
+            grep -E ' /(home|srv) ' /proc/mounts | cut -d' ' -f2,3
+            """)
+        #expect(lines == ["basic", "hello from the imgboot home partition", "<h1>imgboot srv partition</h1>",
+                          "/home overlay", "/srv overlay"])
+        #expect(image.isUnchanged)
+    }
+
     struct ExitCase: Sendable, CustomTestStringConvertible {
         var command: [String]
         var status: Int32
@@ -308,6 +321,10 @@ struct RunTests {
         .init(command: ["/nope"], status: 127, stderr: "imgboot: /nope: command not found\n"),
         .init(command: ["nope"], status: 127, stderr: "imgboot: nope: command not found\n"),
         .init(command: ["/etc/passwd"], status: 126, stderr: "imgboot: /etc/passwd: Permission denied\n"),
+        // A path through a file is not found (ENOTDIR), as dash and busybox sh say with 127.
+        .init(command: ["/etc/passwd/x"], status: 127, stderr: "imgboot: /etc/passwd/x: Not a directory\n"),
+        // A directory cannot be executed (execve: EACCES).
+        .init(command: ["/etc"], status: 126, stderr: "imgboot: /etc: Permission denied\n"),
         .init(command: ["sh", "-c", "kill -TERM $$"], status: 143, stderr: ""),
     ]
 

@@ -52,6 +52,10 @@ def fmt_ratio(r):
     return "-" if r is None else f"{r:.2f}"
 
 
+def fmt_rate(r):
+    return "-" if r is None else f"{r:.1f}"
+
+
 def median(xs):
     return statistics.median(xs) if xs else None
 
@@ -392,7 +396,7 @@ class Bench:
     def group(self, gid, entries, runs, udev=False, phases=None):
         """Measures commands [(id, tool, argv)] with hyperfine, `rounds` times, rotating their
         order each round so that a change of load hits them all alike; each round warms up
-        every command first. Medians over all rounds.
+        every command first. Medians over all rounds, of the runs that exited 0 only.
 
         udev: the group has systemd-nspawn --image in it. Every run (of either tool) then
         starts after `udevadm settle`, so that none pays for udevd still working through the
@@ -407,15 +411,16 @@ class Bench:
             phases = [(None, entries, udev)]
         all_entries = [e for _, es, _ in phases for e in es]
         times = {cid: [] for cid, _, _ in all_entries}
+        failed_runs = {cid: [] for cid, _, _ in all_entries}
         load_before = loadavg()
         t0 = time.monotonic()
         ok = True
-        failed = set()
+        dropped = set()
         for r in range(self.rounds):
             for setup, entries, udev in (phases if r % 2 == 0 else phases[::-1]):
                 if setup is not None and setup() is False:
                     continue
-                ok = self._round(gid, r, entries, runs, udev, times, failed) and ok
+                ok = self._round(gid, r, entries, runs, udev, times, failed_runs, dropped) and ok
         load_after = loadavg()
         g = {"id": gid, "rounds": self.rounds, "runsPerRound": runs, "warmup": self.warmup,
              "loadBefore": load_before, "loadAfter": load_after, "ok": ok,
@@ -426,7 +431,8 @@ class Bench:
                  "median": median(ts), "mean": statistics.fmean(ts) if ts else None,
                  "stddev": statistics.stdev(ts) if len(ts) > 1 else None,
                  "min": min(ts) if ts else None, "max": max(ts) if ts else None, "times": ts,
-                 "load": load_after[0], "failed": cid in failed}
+                 "load": load_after[0], "failedRuns": len(failed_runs[cid]),
+                 "failedExitStatuses": failed_runs[cid], "failed": cid in dropped}
             g["commands"].append(c)
             self.commands[cid] = c
         self.result["groups"].append(g)
@@ -434,65 +440,73 @@ class Bench:
         log(f"bench: {gid}: {summary} (load {load_before[0]:.2f} -> {load_after[0]:.2f}, {g['seconds']} s)")
         return ok
 
-    def _round(self, gid, r, entries, runs, udev, times, failed):
-        """One hyperfine run of the entries not failed yet, in rotated order. A round that
-        fails transiently is repeated once; a command that keeps failing is dropped (its
-        times do not count) and the round repeated without it."""
-        retried = False
-        while True:
-            active = [e for e in entries if e[0] not in failed]
-            if not active:
-                return False
-            if udev:
-                self.udevd.ensure(self)
-            k = r % len(active)
-            order = active[k:] + active[:k]
-            out = os.path.join(self.work, re.sub(r"[^A-Za-z0-9.-]+", "_", gid) + f".{r}.json")
-            argv = ["hyperfine", "-N", "--style", "none", "--warmup", str(self.warmup),
-                    "--runs", str(runs), "--export-json", out]
-            if udev:
-                argv += ["--prepare", shlex.join(self.SETTLE)]
-            for cid, _, cmd in order:
-                argv += ["-n", cid, shlex.join(cmd)]
-            p = subprocess.run(argv, capture_output=True, text=True)
-            if p.returncode == 0:
-                with open(out) as f:
-                    for res in json.load(f)["results"]:
-                        times[res["command"]].extend(res["times"])
-                return not retried
-            bad = self.diagnose(gid, active, p.stderr, udev)
-            if bad is None:
-                if retried:
-                    return False
-                retried = True
-                continue
-            failed.add(bad)
-            times[bad] = []
-            retried = True
+    def _round(self, gid, r, entries, runs, udev, times, failed_runs, dropped):
+        """One hyperfine run of the entries not dropped yet, in rotated order. Returns whether
+        every run of every command exited 0.
 
-    def diagnose(self, gid, entries, hyperfine_stderr, udev):
-        """hyperfine stops at the first failing command: find out which (its id), and why.
-        A command that fails, then succeeds when tried again, is noted and not blamed."""
-        for cid, tool, cmd in entries:
-            errors = []
-            for attempt in range(2):
-                if udev:
-                    self.udevd.ensure(self)
-                    subprocess.run(self.SETTLE, capture_output=True)
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-                if p.returncode == 0:
-                    break
-                errors.append(f"exit {p.returncode}: {tail(p.stderr)}")
+        hyperfine goes on past a failing run (-i) and records each run's exit status; only the
+        runs that exited 0 count (times, medians). The warm-up runs are hyperfine's first runs
+        of each command, not hyperfine's own --warmup, whose exit statuses it does not report:
+        a warm-up that fails is a failure too. Each failing command is run once more on its
+        own, for its stderr (hyperfine keeps no output). A failed run of imgboot fails the
+        benchmark (exit status 1); one of a reference tool is a note. A command whose every
+        run failed is left out of the later rounds."""
+        active = [e for e in entries if e[0] not in dropped]
+        if not active:
+            return False
+        if udev:
+            self.udevd.ensure(self)
+        k = r % len(active)
+        order = active[k:] + active[:k]
+        out = os.path.join(self.work, re.sub(r"[^A-Za-z0-9.-]+", "_", gid) + f".{r}.json")
+        argv = ["hyperfine", "-N", "--style", "none", "--ignore-failure",
+                "--runs", str(self.warmup + runs), "--export-json", out]
+        if udev:
+            argv += ["--prepare", shlex.join(self.SETTLE)]
+        for cid, _, cmd in order:
+            argv += ["-n", cid, shlex.join(cmd)]
+        p = subprocess.run(argv, capture_output=True, text=True)
+        results = {}
+        if p.returncode == 0:
+            with open(out) as f:
+                results = {res["command"]: res for res in json.load(f)["results"]}
+        ok = True
+        for cid, tool, cmd in order:
             report = self.fail if tool == "imgboot" else self.note
-            if len(errors) == 2:
-                report(gid, f"{shlex.join(cmd)}: {errors[-1]}")
-                return cid
-            if errors:
-                report(gid, f"{shlex.join(cmd)} failed once, then succeeded ({errors[0]}); round repeated")
-                return None
-        self.note(gid, f"hyperfine failed, but every command succeeds on its own ({tail(hyperfine_stderr)}); "
-                  "round repeated")
-        return None
+            res = results.get(cid)
+            if res is None or "exit_codes" not in res:
+                # Nothing is known about its runs: as if each had failed.
+                why = (f"hyperfine exited {p.returncode}: {tail(p.stderr)}" if p.returncode != 0
+                       else "hyperfine reported no exit statuses (hyperfine < 1.12?)")
+                report(gid, f"{shlex.join(cmd)}: not measured in round {r + 1}: {why}")
+                failed_runs[cid].extend([None] * (self.warmup + runs))
+                ok = False
+                continue
+            # an exit code of null: killed by a signal
+            outcomes = list(zip(res["times"], res["exit_codes"]))
+            times[cid].extend(t for t, code in outcomes[self.warmup:] if code == 0)
+            bad = [code for _, code in outcomes if code != 0]
+            if not bad:
+                continue
+            ok = False
+            failed_runs[cid].extend(bad)
+            statuses = ", ".join(sorted({"signal" if c is None else f"exit {c}" for c in bad}))
+            report(gid, f"{shlex.join(cmd)}: {len(bad)} of {len(outcomes)} runs failed ({statuses}) "
+                   f"in round {r + 1}; run again alone: {self.run_alone(cmd, udev)}")
+            if len(bad) == len(outcomes):
+                dropped.add(cid)
+        return ok
+
+    def run_alone(self, cmd, udev):
+        """How `cmd` ends when run once more by itself: "exit 0", or its status and stderr."""
+        if udev:
+            self.udevd.ensure(self)
+            subprocess.run(self.SETTLE, capture_output=True)
+        try:
+            p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            return "still running after 120 s (killed)"
+        return "exit 0" if p.returncode == 0 else f"exit {p.returncode}: {tail(p.stderr)}"
 
     def compare(self, name, a, b, target):
         ca, cb = self.commands.get(a), self.commands.get(b)
@@ -602,7 +616,9 @@ class Bench:
         in parallel_levels: batches of K started together, waited for together. The levels
         take turns over `parallel_rounds` rounds (order rotated), so that a change of load hits
         them alike; per round each level runs at least 8 containers. Throughput = containers
-        run / total wall time of their batches; every exit status is checked."""
+        that exited 0 / total wall time of their batches: a container that failed (often
+        quickly) is no throughput. Every exit status is checked: a failed imgboot run fails
+        the benchmark, a failed reference run is a note."""
         levels = self.parallel_levels
         stats = {k: {"walls": [], "failures": 0, "errors": [], "runs": 0} for k in levels}
         load_before = loadavg()
@@ -632,19 +648,20 @@ class Bench:
         for k in levels:
             st = stats[k]
             total = sum(st["walls"])
+            succeeded = st["runs"] - st["failures"]
             row = {"tool": tool, "containers": k, "batches": len(st["walls"]), "runs": st["runs"],
-                   "medianWall": median(st["walls"]), "totalWall": total,
-                   "runsPerSecond": st["runs"] / total, "failures": st["failures"],
+                   "succeeded": succeeded, "medianWall": median(st["walls"]), "totalWall": total,
+                   "runsPerSecond": succeeded / total if total else None, "failures": st["failures"],
                    "errors": sorted(set(st["errors"]))[:5], "loadBefore": load_before, "load": loadavg()[0]}
             rows.append(row)
             if row["failures"]:
                 report = self.fail if tool == "imgboot" else self.note
                 report(f"parallel {tool} x{k}", f"{row['failures']} of {row['runs']} failed: {'; '.join(row['errors'])}")
-            log(f"bench: parallel {tool} x{k}: {row['runsPerSecond']:.1f} runs/s "
+            log(f"bench: parallel {tool} x{k}: {fmt_rate(row['runsPerSecond'])} successful runs/s "
                 f"(median batch {fmt_time(row['medianWall'])}), {row['failures']} of {row['runs']} failed")
         one = rows[0]["runsPerSecond"] if rows and rows[0]["containers"] == 1 else None
         for row in rows:
-            row["speedup"] = row["runsPerSecond"] / one if one else None
+            row["speedup"] = row["runsPerSecond"] / one if one and row["runsPerSecond"] is not None else None
         self.result["parallel"] += rows
 
     def stages(self):
@@ -926,14 +943,16 @@ def table(res):
         lines += render(rows, "llrrrr")
     if res["parallel"]:
         lines.append("")
-        rows = [("containers at once (basic, overlay)", "tool", "median batch", "runs/s", "vs 1 at a time", "failed")]
+        rows = [("containers at once (basic, overlay)", "tool", "median batch", "ok runs/s", "vs 1 at a time", "failed")]
         for p in res["parallel"]:
             speedup = "-" if p.get("speedup") is None else f"{p['speedup']:.2f}x"
             if p["tool"] == "imgboot" and p["containers"] == 16 and p.get("speedup") is not None:
                 speedup += " (target ≥ 1.50x)" if p["speedup"] >= 1.5 else " MISSED (target ≥ 1.50x)"
-            rows.append((str(p["containers"]), p["tool"], fmt_time(p["medianWall"]), f"{p['runsPerSecond']:.1f}",
+            rows.append((str(p["containers"]), p["tool"], fmt_time(p["medianWall"]), fmt_rate(p["runsPerSecond"]),
                          speedup, f"{p['failures']}/{p['runs']}"))
         lines += render(rows, "rlrrrr")
+        lines.append("ok runs/s: containers that exited 0 per second of their batches' wall time; "
+                     "failed ones count only under \"failed\".")
     mem = res["memory"]
     if mem:
         lines.append("")

@@ -23,6 +23,14 @@ Operations ([SCOPE:] is "primary:", "backup:" or nothing for both headers):
   [SCOPE:]corrupt=header_crc     leave that header's CRC wrong
   [SCOPE:]corrupt=entries_crc    leave the entry-array CRC wrong (the header's
                                  own CRC is still valid)
+  [SCOPE:]entry_size=N           rewrite the entry array with N-byte entries
+                                 (128 times a power of two, as UEFI allows): each
+                                 entry's 128 bytes start its N-byte slot, the rest
+                                 of the slot is zero; the array keeps its size in
+                                 bytes and its place (num_entries becomes
+                                 bytes / N), so no usable LBA moves. Fails if a
+                                 used entry would no longer fit. Later entry.N
+                                 edits address the new layout.
 
 EXPR is an integer expression (+ - * // and parentheses) that may use
 `entry.N.first_lba`, `entry.N.last_lba`, `header.FIELD` (values as they were
@@ -92,6 +100,7 @@ class Header:
         f.seek(self.orig["entries_lba"] * sector_size)
         self.entries = bytearray(f.read(self.array_size))
         self.orig_entries = bytes(self.entries)
+        self.esize = self.orig["entry_size"]  # the layout entry_put writes: relayout changes it
         self.corrupt = set()
         self.touched = False
 
@@ -114,13 +123,32 @@ class Header:
         return struct.unpack_from(fmt, entries, base + off)[0]
 
     def entry_put(self, n, name, value):
-        esize = self.orig["entry_size"]
+        esize = self.esize
         off, fmt = ENTRY_FIELDS[name]
         base = (n - 1) * esize
         if n < 1 or base + esize > len(self.entries):
             die("entry %d does not exist in the %s table" % (n, self.which))
         struct.pack_into(fmt, self.entries, base + off, value)
         self.touched = True
+
+    def relayout(self, size):
+        if size < 128 or size % 128 or (size // 128) & (size // 128 - 1):
+            die("entry_size=%d: not 128 times a power of two" % size)
+        old = self.esize
+        count = len(self.entries) // size
+        new = bytearray(len(self.entries))
+        for n in range(len(self.entries) // old):
+            entry = self.entries[n * old:n * old + 128]
+            if entry[:16] == b"\0" * 16:
+                continue
+            if n >= count:
+                die("entry_size=%d: entry %d of the %s table would not fit in %d entries"
+                    % (size, n + 1, self.which, count))
+            new[n * size:n * size + 128] = entry
+        self.entries = new
+        self.esize = size
+        self.put("entry_size", size)
+        self.put("num_entries", count)
 
 
 def guid_bytes(text):
@@ -208,6 +236,9 @@ def main(argv):
                 die("bad operation: %r" % op)
             lhs, rhs = (x.strip() for x in rest.split("=", 1))
             for hdr in targets:
+                if lhs == "entry_size":
+                    hdr.relayout(int_value(rhs, hdr, sectors))
+                    continue
                 if lhs == "corrupt":
                     if rhs not in ("header_crc", "entries_crc"):
                         die("bad corrupt= value: %r" % rhs)

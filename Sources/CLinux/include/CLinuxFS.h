@@ -24,15 +24,6 @@
 /// rename elsewhere raced with its "..".
 int imgboot_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 
-/// fsopen(2) + fsconfig(2) + fsmount(2): a detached mount of `source` (a block device) with
-/// filesystem `fstype`, mounted read-only, nodev, nosuid, noexec, with the extra flag-style
-/// options in `flags` (a NULL-terminated list such as "norecovery", or NULL) and key=value
-/// options in `keys`/`values` (NULL-terminated, or NULL). It is attached nowhere: reach it only
-/// through the returned descriptor, and it goes away when that is closed.
-int imgboot_mount_detached_readonly(const char *source, const char *fstype,
-                                    const char *const *flags,
-                                    const char *const *keys, const char *const *values);
-
 /// Mounts `source` (a block device) with filesystem `fstype` and mount(8)-style `options`
 /// ("ro,nodev,norecovery") through the new mount API, detached: reach it through the returned
 /// descriptor; `imgboot_attach_detached` puts it in place.
