@@ -16,6 +16,12 @@ public struct AttachError: IMGBootError, Equatable {
         case notFileOrBlockDevice
         /// flock on the image failed; EWOULDBLOCK means another user holds a conflicting lock.
         case lock(exclusive: Bool)
+        /// Creating or locking one of systemd-nspawn's lock files (`.#NAME.lck` beside the image,
+        /// or one in /run/systemd/nspawn/locks) failed; EAGAIN means someone holds a conflicting
+        /// lock on it: systemd-nspawn, or another tool that locks as it does.
+        case nspawnLock(String, exclusive: Bool)
+        /// Handing the image's locks on to `imgboot keep-locks` (`LockKeeper`) failed at this step.
+        case keepLocks(String)
         /// The partition asked for is not in the dissected image.
         case noSuchPartition
         /// The partition's bytes are not all inside the image as it is now.
@@ -59,8 +65,10 @@ public struct AttachError: IMGBootError, Equatable {
 
     /// Whether the image was refused because another user holds its lock.
     public var isBusy: Bool {
-        if case .lock = operation, errno == EWOULDBLOCK { return true }
-        return false
+        switch operation {
+        case .lock, .nspawnLock: errno == EWOULDBLOCK
+        default: false
+        }
     }
 
     public var description: String {
@@ -85,6 +93,17 @@ public struct AttachError: IMGBootError, Equatable {
                 : "image is busy: another imgboot uses it writably"
         case .lock:
             return "cannot lock the image: " + reason
+        case .nspawnLock(let path, _) where errno == EWOULDBLOCK:
+            // The file beside the image by its name (the image's directory is the user's own);
+            // the one in /run by its path.
+            let name = path.hasPrefix(NspawnLockFile.directory + "/") ? path : String(path.split(separator: "/").last ?? "")
+            return "image is busy: in use by systemd-nspawn (or another tool) — \(name) is locked"
+        case .nspawnLock(let path, let exclusive) where errno == EROFS && exclusive && !path.hasPrefix(NspawnLockFile.directory):
+            return "cannot create the lock file \(path) (systemd-nspawn's, beside the image) for writing the image: " + reason
+        case .nspawnLock(let path, _):
+            return "cannot lock \(path) (systemd-nspawn's lock file): " + reason
+        case .keepLocks(let step):
+            return errno == nil ? "cannot \(step)" : "cannot \(step): " + reason
         case .noSuchPartition:
             return "no such partition in the image"
         case .outsideImage(let offset, let size, let imageSize):
