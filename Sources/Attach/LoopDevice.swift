@@ -281,8 +281,8 @@ func waitUntil(
 
 /// The contents of a sysfs attribute without its trailing newline, or nil when it cannot be
 /// read (most often: it does not exist).
-func readSysfs(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+func readSysfs(_ path: String, relativeTo directory: Int32 = AT_FDCWD) -> String? {
+    let fd = openat(directory, path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var buffer = [UInt8](repeating: 0, count: 4096)
@@ -311,14 +311,20 @@ public struct LoopIdentity: Sendable, Equatable {
 
     /// Whether this attachment is gone (the device detached, or attached anew by anyone),
     /// read from sysfs only: opening the device would hold it.
-    public var isDetached: Bool {
-        let sysfs = "/sys/block/loop\(number)"
-        guard let sequenceText = readSysfs(sysfs + "/diskseq") else { return true }  // removed
+    public var isDetached: Bool { isDetached(sysBlock: AT_FDCWD, prefix: "/sys/block/") }
+
+    /// `isDetached`, looked up in /sys/block open at `sysBlock` (for a process that has no
+    /// /sys mounted: `LockKeeper`).
+    func isDetached(sysBlock: Int32) -> Bool { isDetached(sysBlock: sysBlock, prefix: "") }
+
+    private func isDetached(sysBlock: Int32, prefix: String) -> Bool {
+        let sysfs = prefix + "loop\(number)"
+        guard let sequenceText = readSysfs(sysfs + "/diskseq", relativeTo: sysBlock) else { return true }  // removed
         if let diskSequence, UInt64(sequenceText) != diskSequence { return true }
-        guard let backing = readSysfs(sysfs + "/loop/backing_file") else { return true }
+        guard let backing = readSysfs(sysfs + "/loop/backing_file", relativeTo: sysBlock) else { return true }
         if diskSequence == nil {
             if backing != backingFile { return true }
-            if readSysfs(sysfs + "/loop/offset").flatMap({ UInt64($0) }) != offset { return true }
+            if readSysfs(sysfs + "/loop/offset", relativeTo: sysBlock).flatMap({ UInt64($0) }) != offset { return true }
         }
         return false
     }
