@@ -32,6 +32,8 @@ public struct AttachError: IMGBootError, Equatable {
         case getFreeLoopDevice
         /// Opening /dev/loopN.
         case openLoopDevice(String)
+        /// Making the node /dev/loopN (block MAJOR:MINOR) that a static /dev lacks.
+        case makeDeviceNode(String, major: UInt32, minor: UInt32)
         /// LOOP_CONFIGURE on /dev/loopN.
         case configure(String)
         /// LOOP_GET_STATUS64 or BLKGETDISKSEQ right after configuring /dev/loopN.
@@ -116,8 +118,14 @@ public struct AttachError: IMGBootError, Equatable {
             // something else, a stale node): not a matter of free devices.
             if errno == ENOTTY { return "attach loop device: /dev/loop-control is not the loop control device (" + reason + ")" }
             return "attach loop device: No free loop device (" + reason + ")"
+        case .openLoopDevice(let path) where errno == EPERM:
+            // The node is there; what refuses it is a device cgroup (a container's, as Docker's
+            // default policy denies block devices).
+            return "attach loop device: cannot open \(path): \(reason) (denied by a device cgroup? In Docker: --device-cgroup-rule='b 7:* rmw', or --privileged)"
         case .openLoopDevice(let path):
             return "attach loop device: cannot open \(path): " + reason
+        case .makeDeviceNode(let path, let major, let minor):
+            return "attach loop device: \(path) (block device \(major):\(minor)) is missing, and creating it failed: \(reason) (a static /dev, as in a container: make /dev writable with CAP_MKNOD, or create the loop nodes beforehand; see README)"
         case .configure(let path):
             return "attach loop device: configure \(path): " + reason
         case .verify(let path):
