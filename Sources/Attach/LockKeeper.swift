@@ -8,8 +8,8 @@ import Dissect
 /// tree that `imgboot mount` mounted uses the image — after `imgboot mount` itself has exited.
 /// The locks belong to open file descriptions, which live as long as a process holds them: the
 /// keeper is that process, `imgboot keep-locks IMAGE`, in a session of its own. It holds
-/// nothing but the locks (no descriptor of the tree or a loop device, its working directory
-/// and root those of PID 1's mount namespace), so it keeps nothing mounted or attached.
+/// nothing but the locks (no descriptor of the tree or a loop device, and a mount namespace of
+/// its own with nothing mounted in it: see `serve`), so it keeps nothing mounted or attached.
 ///
 /// It ends when every loop device of the tree is detached — the tree unmounted, by `imgboot
 /// umount`, umount(8), or with its mount namespace — and then releases the locks as nspawn
@@ -46,7 +46,11 @@ public enum LockKeeper {
         close(output[1]); output[1] = -1
 
         let text = Array((orders.json.serialized(pretty: false) + "\n").utf8)
+        // A keeper that died at once must not take imgboot down with SIGPIPE: its tree is
+        // mounted, and is to be taken down again.
+        let previous = signal(SIGPIPE, SIG_IGN)
         let written = text.withUnsafeBytes { write(input[1], $0.baseAddress, $0.count) }
+        signal(SIGPIPE, previous)
         close(input[1]); input[1] = -1
         let answer = readLine(output[0], timeout: 5)
         guard written == text.count, answer == "ready" else {
