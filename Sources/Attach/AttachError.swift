@@ -16,6 +16,12 @@ public struct AttachError: IMGBootError, Equatable {
         case notFileOrBlockDevice
         /// flock on the image failed; EWOULDBLOCK means another user holds a conflicting lock.
         case lock(exclusive: Bool)
+        /// Creating or locking one of systemd-nspawn's lock files (`.#NAME.lck` beside the image,
+        /// or one in /run/systemd/nspawn/locks) failed; EAGAIN means someone holds a conflicting
+        /// lock on it: systemd-nspawn, or another tool that locks as it does.
+        case nspawnLock(String, exclusive: Bool)
+        /// Handing the image's locks on to `imgboot keep-locks` (`LockKeeper`) failed at this step.
+        case keepLocks(String)
         /// The partition asked for is not in the dissected image.
         case noSuchPartition
         /// The partition's bytes are not all inside the image as it is now.
@@ -26,6 +32,8 @@ public struct AttachError: IMGBootError, Equatable {
         case getFreeLoopDevice
         /// Opening /dev/loopN.
         case openLoopDevice(String)
+        /// Making the node /dev/loopN (block MAJOR:MINOR) that a static /dev lacks.
+        case makeDeviceNode(String, major: UInt32, minor: UInt32)
         /// LOOP_CONFIGURE on /dev/loopN.
         case configure(String)
         /// LOOP_GET_STATUS64 or BLKGETDISKSEQ right after configuring /dev/loopN.
@@ -59,8 +67,10 @@ public struct AttachError: IMGBootError, Equatable {
 
     /// Whether the image was refused because another user holds its lock.
     public var isBusy: Bool {
-        if case .lock = operation, errno == EWOULDBLOCK { return true }
-        return false
+        switch operation {
+        case .lock, .nspawnLock: errno == EWOULDBLOCK
+        default: false
+        }
     }
 
     public var description: String {
@@ -85,6 +95,17 @@ public struct AttachError: IMGBootError, Equatable {
                 : "image is busy: another imgboot uses it writably"
         case .lock:
             return "cannot lock the image: " + reason
+        case .nspawnLock(let path, _) where errno == EWOULDBLOCK:
+            // The file beside the image by its name (the image's directory is the user's own);
+            // the one in /run by its path.
+            let name = path.hasPrefix(NspawnLockFile.directory + "/") ? path : String(path.split(separator: "/").last ?? "")
+            return "image is busy: in use by systemd-nspawn (or another tool) — \(name) is locked"
+        case .nspawnLock(let path, let exclusive) where errno == EROFS && exclusive && !path.hasPrefix(NspawnLockFile.directory):
+            return "cannot create the lock file \(path) (systemd-nspawn's, beside the image) for writing the image: " + reason
+        case .nspawnLock(let path, _):
+            return "cannot lock \(path) (systemd-nspawn's lock file): " + reason
+        case .keepLocks(let step):
+            return errno == nil ? "cannot \(step)" : "cannot \(step): " + reason
         case .noSuchPartition:
             return "no such partition in the image"
         case .outsideImage(let offset, let size, let imageSize):
@@ -97,8 +118,14 @@ public struct AttachError: IMGBootError, Equatable {
             // something else, a stale node): not a matter of free devices.
             if errno == ENOTTY { return "attach loop device: /dev/loop-control is not the loop control device (" + reason + ")" }
             return "attach loop device: No free loop device (" + reason + ")"
+        case .openLoopDevice(let path) where errno == EPERM:
+            // The node is there; what refuses it is a device cgroup (a container's, as Docker's
+            // default policy denies block devices).
+            return "attach loop device: cannot open \(path): \(reason) (denied by a device cgroup? In Docker: --device-cgroup-rule='b 7:* rmw', or --privileged)"
         case .openLoopDevice(let path):
             return "attach loop device: cannot open \(path): " + reason
+        case .makeDeviceNode(let path, let major, let minor):
+            return "attach loop device: \(path) (block device \(major):\(minor)) is missing, and creating it failed: \(reason) (a static /dev, as in a container: make /dev writable with CAP_MKNOD, or create the loop nodes beforehand; see README)"
         case .configure(let path):
             return "attach loop device: configure \(path): " + reason
         case .verify(let path):

@@ -133,6 +133,17 @@ public final class AttachedImage {
         lock = nil
     }
 
+    /// Hands the image's locks on to a process that keeps them until every device is detached
+    /// (`LockKeeper`): for a tree that outlives this process (`imgboot mount`). Call once the
+    /// devices are held by their mounts. Afterwards `unlock()` does nothing. Returns the keeper's
+    /// PID.
+    public func keepLocked() throws(AttachError) -> pid_t {
+        guard let lock else { throw AttachError(image: image, .keepLocks("keep the image locked: it is no longer locked")) }
+        let pid = try LockKeeper.start(lock, devices: devices.map(\.device.identity), image: image)
+        self.lock = nil
+        return pid
+    }
+
     /// After `close()`, waits until the kernel has detached every device, `timeout` for all of
     /// them together. Returns whether all are detached.
     public func waitUntilDetached(timeout: Duration = .seconds(2)) -> Bool {

@@ -156,7 +156,12 @@ public final class LoopDevice {
             guard number >= 0 else { throw failure(.getFreeLoopDevice, errno) }
             let device = "/dev/loop\(number)"
 
-            let loopFD = open(device, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
+            var loopFD = open(device, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
+            // A static /dev (a container's) has no node for a device the kernel made after it
+            // was populated: make it, as devtmpfs would have.
+            if loopFD < 0 && errno == ENOENT, try LoopDevice.makeMissingNode(number: Int(number), path: device, failure: failure) {
+                loopFD = open(device, (readOnly ? O_RDONLY : O_RDWR) | O_CLOEXEC)
+            }
             if loopFD < 0 {
                 let e = errno
                 // Removed (LOOP_CTL_REMOVE) by someone between GET_FREE and open.
@@ -210,6 +215,35 @@ public final class LoopDevice {
                 diskSequence: diskSequence,
                 backingFile: readSysfs("/sys/block/loop\(number)/loop/backing_file")))
         }
+    }
+
+    /// Makes the node /dev/loopN for a loop device the kernel has but /dev lacks — a
+    /// container's static /dev (Docker's, Podman's) holds the nodes that existed when it
+    /// started, and LOOP_CTL_GET_FREE may name a device made since — as devtmpfs and udev make
+    /// it: a block device with the numbers sysfs gives (loop's minors need not be N), mode
+    /// 0660, group disk. The node stays, as theirs do. Returns false when the kernel has no such
+    /// device (it was removed meanwhile: not a missing node). A /dev where no node can be made
+    /// is an error that says what is missing and what to do.
+    static func makeMissingNode(number: Int, path: String,
+                                failure: (AttachError.Operation, Int32?) -> AttachError) throws(AttachError) -> Bool {
+        guard let numbers = readSysfs("/sys/block/loop\(number)/dev"),
+              let colon = numbers.firstIndex(of: ":"),
+              let major = UInt32(numbers[..<colon]), let minor = UInt32(numbers[numbers.index(after: colon)...])
+        else { return false }
+        let dev = open("/dev", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dev >= 0 else { throw failure(.makeDeviceNode(path, major: major, minor: minor), errno) }
+        defer { Glibc.close(dev) }
+        let name = "loop\(number)"
+        if imgboot_mknod_block(dev, name, 0o660, major, minor) != 0 {
+            let e = errno
+            // Someone else (another imgboot, udev) made it meanwhile.
+            if e == EEXIST { return true }
+            throw failure(.makeDeviceNode(path, major: major, minor: minor), e)
+        }
+        // The mode without the umask, and the group udev gives disks (root's where there is none).
+        _ = fchmodat(dev, name, 0o660, 0)
+        if let group = getgrnam("disk") { _ = fchownat(dev, name, 0, group.pointee.gr_gid, AT_SYMLINK_NOFOLLOW) }
+        return true
     }
 
     /// Takes the exclusive flock on /dev/loop-control that systemd also takes around choosing
@@ -281,8 +315,8 @@ func waitUntil(
 
 /// The contents of a sysfs attribute without its trailing newline, or nil when it cannot be
 /// read (most often: it does not exist).
-func readSysfs(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+func readSysfs(_ path: String, relativeTo directory: Int32 = AT_FDCWD) -> String? {
+    let fd = openat(directory, path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return nil }
     defer { close(fd) }
     var buffer = [UInt8](repeating: 0, count: 4096)
@@ -311,14 +345,20 @@ public struct LoopIdentity: Sendable, Equatable {
 
     /// Whether this attachment is gone (the device detached, or attached anew by anyone),
     /// read from sysfs only: opening the device would hold it.
-    public var isDetached: Bool {
-        let sysfs = "/sys/block/loop\(number)"
-        guard let sequenceText = readSysfs(sysfs + "/diskseq") else { return true }  // removed
+    public var isDetached: Bool { isDetached(sysBlock: AT_FDCWD, prefix: "/sys/block/") }
+
+    /// `isDetached`, looked up in /sys/block open at `sysBlock` (for a process that has no
+    /// /sys mounted: `LockKeeper`).
+    func isDetached(sysBlock: Int32) -> Bool { isDetached(sysBlock: sysBlock, prefix: "") }
+
+    private func isDetached(sysBlock: Int32, prefix: String) -> Bool {
+        let sysfs = prefix + "loop\(number)"
+        guard let sequenceText = readSysfs(sysfs + "/diskseq", relativeTo: sysBlock) else { return true }  // removed
         if let diskSequence, UInt64(sequenceText) != diskSequence { return true }
-        guard let backing = readSysfs(sysfs + "/loop/backing_file") else { return true }
+        guard let backing = readSysfs(sysfs + "/loop/backing_file", relativeTo: sysBlock) else { return true }
         if diskSequence == nil {
             if backing != backingFile { return true }
-            if readSysfs(sysfs + "/loop/offset").flatMap({ UInt64($0) }) != offset { return true }
+            if readSysfs(sysfs + "/loop/offset", relativeTo: sysBlock).flatMap({ UInt64($0) }) != offset { return true }
         }
         return false
     }

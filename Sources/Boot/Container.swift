@@ -154,7 +154,8 @@ public enum Container {
 
         let supervisor = Supervisor(
             machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: notify,
-            console: console, signals: signals, started: clock.start, logger: logger)
+            console: console, signals: signals, started: clock.start, logger: logger,
+            killSignal: spec.killSignal ?? imgboot_sigrtmin() + 3, stopTimeout: spec.stopTimeout)
         let outcome = supervisor.run()
         clock.lap("run")
         return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command, plan: operations.steps)

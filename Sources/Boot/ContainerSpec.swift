@@ -36,11 +36,23 @@ public struct ContainerSpec: Sendable {
     /// `boot`: how the console is relayed. `run` uses a terminal when stdin and stdout are
     /// terminals, else passes the standard streams through untouched.
     public var console: Console?
+    /// `boot`: the signal that asks the init to stop when imgboot is asked to (`--kill-signal`;
+    /// SIGRTMIN+3, systemd's halt, by default).
+    public var killSignal: Int32?
+    /// `boot`: how long the init has, from that signal, to end before it is killed
+    /// (`--stop-timeout`).
+    public var stopTimeout: Double
+
+    /// The default of `stopTimeout`: as long as a systemd needs to halt with a slow unit or two,
+    /// short enough that an init that ignores the signal does not keep a user or a CI job waiting
+    /// for long.
+    public static let defaultStopTimeout = 30.0
 
     public init(
         image: DissectedImage, plan: MountPlan, machine: String, machineNameIsExplicit: Bool = false,
         hostname: String?, arguments: [String], boot: Bool, environment: [String] = [], binds: [Bind] = [],
-        privateNetwork: Bool = false, privateUsers: PrivateUsers = .no, console: Console? = nil
+        privateNetwork: Bool = false, privateUsers: PrivateUsers = .no, console: Console? = nil,
+        killSignal: Int32? = nil, stopTimeout: Double = ContainerSpec.defaultStopTimeout
     ) {
         self.image = image
         self.plan = plan
@@ -54,6 +66,8 @@ public struct ContainerSpec: Sendable {
         self.privateNetwork = privateNetwork
         self.privateUsers = privateUsers
         self.console = console
+        self.killSignal = killSignal
+        self.stopTimeout = stopTimeout
     }
 
     /// A host path mounted into the container: `--bind=SRC[:DST[:ro]]`, `--bind-ro=SRC[:DST]`.

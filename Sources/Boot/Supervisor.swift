@@ -21,6 +21,9 @@ final class Supervisor {
     let signals: Signals
     let started: Double
     let logger: Logger
+    /// `boot`: what asks the init to stop, and how long it has to end after that.
+    let killSignal: Int32
+    let stopTimeout: Double
 
     private var stdinOpen: Bool
     private var ready = false
@@ -29,9 +32,13 @@ final class Supervisor {
     private var childError: imgboot_child_error?
     /// The stop signal that made us kill the child before its setup was done, if one did.
     private var interruptedBy: Int32?
+    /// `boot`: when the init is killed if it has not ended by then (set by the first stop
+    /// request).
+    private var killDeadline: Double?
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
-         signals: Signals, started: Double, logger: Logger) {
+         signals: Signals, started: Double, logger: Logger, killSignal: Int32 = SIGKILL,
+         stopTimeout: Double = ContainerSpec.defaultStopTimeout) {
         self.machine = machine
         self.boot = boot
         self.pid = pid
@@ -42,6 +49,8 @@ final class Supervisor {
         self.signals = signals
         self.started = started
         self.logger = logger
+        self.killSignal = killSignal
+        self.stopTimeout = stopTimeout
         stdinOpen = console.relaysInput
     }
 
@@ -66,12 +75,13 @@ final class Supervisor {
             if console.master >= 0 { fds.append(pollfd(fd: console.master, events: Int16(POLLIN), revents: 0)) }
             if stdinOpen { fds.append(pollfd(fd: 0, events: Int16(POLLIN), revents: 0)) }
 
-            let n = poll(&fds, nfds_t(fds.count), -1)
+            let n = poll(&fds, nfds_t(fds.count), pollTimeout())
             if n < 0 {
                 if errno == EINTR { continue }
                 logger.error("poll: \(String(cString: strerror(errno)))")
                 break
             }
+            if n == 0 { killIfOverdue() }
             for entry in fds where entry.revents != 0 {
                 switch entry.fd {
                 case signals.fd: handleSignals()
@@ -100,9 +110,12 @@ final class Supervisor {
         }
     }
 
-    /// `boot`: the first request asks the init to halt (SIGRTMIN+3; never SIGTERM, which makes
-    /// systemd re-execute itself), the second kills. `run`: the signal goes to the tiny init,
-    /// which passes it on to the command's process group; the third kills.
+    /// `boot`: the first request asks the init to stop with the kill signal (by default
+    /// SIGRTMIN+3, systemd's halt; never SIGTERM, which makes systemd re-execute itself), and
+    /// gives it `stopTimeout` seconds to end; the second request, or the end of that time,
+    /// kills it — an init that does not know the signal (busybox's ignores SIGRTMIN+3) never
+    /// makes imgboot ignore SIGTERM. `run`: the signal goes to the tiny init, which passes it
+    /// on to the command's process group; the third kills.
     private func stop(because signal: Int32) {
         stopRequests += 1
         // The payload may have been executed since this round of poll began (its exec closes
@@ -116,14 +129,34 @@ final class Supervisor {
         if !setupDone && interruptedBy == nil { interruptedBy = signal }
         if boot {
             if stopRequests == 1 && setupDone {
-                logger.notice("\(machine): asking the init to halt (again to kill it)")
-                _ = imgboot_pidfd_send_signal(pidfd, imgboot_sigrtmin() + 3)
+                logger.notice("\(machine): asking the init to halt with \(SignalName.name(killSignal)) (again to kill it; killed in \(seconds(stopTimeout)) s otherwise)")
+                _ = imgboot_pidfd_send_signal(pidfd, killSignal)
+                killDeadline = StageClock.now() + stopTimeout
             } else {
                 _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
             }
         } else {
             _ = imgboot_pidfd_send_signal(pidfd, stopRequests >= 3 || !setupDone ? SIGKILL : signal)
         }
+    }
+
+    /// `30`, `2.5`: a duration the user gave, as given.
+    private func seconds(_ value: Double) -> String {
+        value == value.rounded() && value < 1e9 ? String(Int(value)) : String(value)
+    }
+
+    /// How long poll may wait: for ever, or until the init's time to stop is up.
+    private func pollTimeout() -> Int32 {
+        guard let killDeadline else { return -1 }
+        return Int32(min(max(0, (killDeadline - StageClock.now()) * 1000), Double(Int32.max)).rounded(.up))
+    }
+
+    /// Kills the init once its time to stop is up.
+    private func killIfOverdue() {
+        guard let deadline = killDeadline, StageClock.now() >= deadline else { return }
+        killDeadline = nil
+        logger.warning("\(machine): the init did not stop within \(seconds(stopTimeout)) s of \(SignalName.name(killSignal)): killing it")
+        _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
     }
 
     /// Reads what the error pipe holds, waiting at most `milliseconds` for more: a failed step's

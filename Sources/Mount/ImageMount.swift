@@ -33,6 +33,30 @@ public enum ImageMount {
     }
 }
 
+/// Where `imgboot mount` may put a tree.
+public enum MountTarget {
+    /// Refuses `dir` (canonical, absolute, not "/") when something is mounted on it — a second
+    /// tree would be stacked on the first, which `imgboot umount` could then never take down
+    /// whole — or below it, which the tree would hide (still mounted, out of reach). One line
+    /// naming the directory and what is mounted there.
+    public static func requireFree(_ dir: String) throws(MountError) {
+        let table = MountTable.current()
+        let mounts = table.mounts(atOrBelow: dir)
+        if let there = mounts.first(where: { $0.mountPoint == dir }) {
+            let (parent, name) = try openParent(of: dir)
+            defer { close(parent) }
+            if let record = MountRecord.load(directory: dir), let top = try MountIdentity.mounted(on: name, in: parent, path: dir, table: table),
+               record.top.isSame(as: top) {
+                throw MountError(image: dir, .other("already a mount point: imgboot mount mounted \(record.image) there (imgboot umount \(dir) first)"))
+            }
+            throw MountError(image: dir, .other("already a mount point (\(there.fsType) from \(there.source)): imgboot mounts a tree only where nothing is mounted"))
+        }
+        if let below = mounts.last {
+            throw MountError(image: dir, .other("\(below.mountPoint) is a mount point below it, which a tree mounted there would hide"))
+        }
+    }
+}
+
 /// What `imgboot mount` leaves in the state store (`/run/imgboot/trees/HASH`, see `StateStore`)
 /// for `imgboot umount` and for the image conflicts of `run`/`boot`: the mount it made on the
 /// directory (the top of the tree), and the tree's loop devices, which the mount table no
@@ -51,9 +75,13 @@ public struct MountRecord: Equatable, Sendable {
     /// The mount namespace the tree is in (the nsfs inode of /proc/self/ns/mnt): only there do
     /// its mount IDs mean anything, and only there can it be told whether it is still mounted.
     public var namespace: FileIdentity?
+    /// `imgboot keep-locks`, which holds the image's locks while the tree is mounted
+    /// (`LockKeeper`); `imgboot umount` ends it once the devices are gone. Nil in a record of
+    /// an imgboot that kept no locks after mounting.
+    public var keeper: ProcessIdentity?
 
     public init(directory: String, image: String, imageFile: FileIdentity?, writable: Bool, top: MountIdentity, devices: [LoopIdentity],
-                namespace: FileIdentity?) {
+                namespace: FileIdentity?, keeper: ProcessIdentity? = nil) {
         self.directory = directory
         self.image = image
         self.imageFile = imageFile
@@ -61,6 +89,7 @@ public struct MountRecord: Equatable, Sendable {
         self.top = top
         self.devices = devices
         self.namespace = namespace
+        self.keeper = keeper
     }
 
     /// The calling process's mount namespace.
@@ -84,6 +113,7 @@ public struct MountRecord: Equatable, Sendable {
                 ])
             })),
             ("mountNamespace", namespace.map(\.json) ?? .null),
+            ("lockKeeper", keeper.map { .object([("pid", .int(Int64($0.pid))), ("startTime", .int(Int64(clamping: $0.startTime)))]) } ?? .null),
         ])
     }
 
@@ -113,20 +143,28 @@ public struct MountRecord: Equatable, Sendable {
             guard let identity = FileIdentity(json: namespace) else { return nil }
             space = identity
         }
+        // Absent in the records of an imgboot before the lock keeper: no keeper.
+        var keeper: ProcessIdentity?
+        if let entry = json["lockKeeper"], !entry.isNull {
+            guard let pid = entry["pid"]?.intValue.flatMap({ pid_t(exactly: $0) }), pid > 0,
+                  let start = entry["startTime"]?.intValue, start >= 0 else { return nil }
+            keeper = ProcessIdentity(pid: pid, startTime: UInt64(start))
+        }
         self.init(directory: directory, image: image, imageFile: file, writable: writable, top: top, devices: identities,
-                  namespace: space)
+                  namespace: space, keeper: keeper)
     }
 
     /// The record of the tree just mounted on `directory`, with its top mount as the system
     /// shows it now.
-    public static func make(directory: String, image: String, devices: [LoopIdentity], writable: Bool) throws(MountError) -> MountRecord {
+    public static func make(directory: String, image: String, devices: [LoopIdentity], writable: Bool,
+                            keeper: ProcessIdentity? = nil) throws(MountError) -> MountRecord {
         let (parent, name) = try openParent(of: directory)
         defer { close(parent) }
         guard let top = try MountIdentity.mounted(on: name, in: parent, path: directory, table: MountTable.current()) else {
             throw MountError(image: directory, .other("nothing is mounted there after mounting"))
         }
         return MountRecord(directory: directory, image: image, imageFile: FileIdentity(path: image), writable: writable,
-                           top: top, devices: devices, namespace: currentNamespace())
+                           top: top, devices: devices, namespace: currentNamespace(), keeper: keeper)
     }
 
     /// A mounted tree of the same image that a new use would conflict with — a writer next to
@@ -326,6 +364,8 @@ public enum ImageUnmount {
         if let record {
             if !LoopIdentity.waitUntilDetached(record.devices) {
                 logger.warning("\(dir): the loop devices of \(record.image) are still attached after 2 s")
+            } else if let keeper = record.keeper, !LockKeeperProcess.end(keeper) {
+                logger.warning("\(dir): the locks on \(record.image) are still held by imgboot keep-locks (PID \(keeper.pid)) after 2 s")
             }
             if requireRecord {
                 try MountRecord.remove(directory: dir, stop: stop)
@@ -393,5 +433,32 @@ public struct FileIdentity: Equatable, Sendable {
     init?(json: JSON) {
         guard let device = json["device"]?.intValue, let inode = json["inode"]?.intValue else { return nil }
         self.init(device: UInt64(bitPattern: device), inode: UInt64(bitPattern: inode))
+    }
+}
+
+/// A tree's `imgboot keep-locks` (Attach's `LockKeeper`), seen from `imgboot umount` and from
+/// `imgboot mount` undoing a tree.
+public enum LockKeeperProcess {
+    /// Ends the keeper once the tree's devices are gone: SIGTERM tells it to look again (it ends
+    /// only if every device is detached, releasing the locks), then waits at most `timeout`
+    /// seconds for it to end. True when it has ended, or when the PID no longer names it (gone,
+    /// or reused: then nothing is signalled).
+    public static func end(_ keeper: ProcessIdentity, timeout: Double = 2) -> Bool {
+        let fd = imgboot_pidfd_open(keeper.pid)
+        guard fd >= 0 else { return true }
+        let pidfd = PidFD(fd)
+        // Checked after opening the pidfd: the process it holds is the one checked.
+        guard ProcessIdentity.startTime(of: keeper.pid) == keeper.startTime else { return true }
+        _ = imgboot_pidfd_send_signal(pidfd.fd, SIGTERM)
+        let deadline = monotonicSeconds() + timeout
+        while true {
+            // A pidfd becomes readable when its process ends.
+            var ended = pollfd(fd: pidfd.fd, events: Int16(POLLIN), revents: 0)
+            let left = deadline - monotonicSeconds()
+            let n = poll(&ended, 1, Int32(max(0, left * 1000)) + 1)
+            if n > 0 { return true }
+            if n < 0 && errno == EINTR { continue }
+            if left <= 0 { return false }
+        }
     }
 }

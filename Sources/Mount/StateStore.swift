@@ -12,7 +12,8 @@ import Dissect
 ///   for as long as it runs — the lock is the proof of life; `machines/.lock` serialises
 ///   registering and sweeping.
 /// - `trees/HASH`: a tree `imgboot mount` mounted (`MountRecord`), named by its directory;
-///   `trees/.lock` serialises writing and sweeping them.
+///   `trees/.lock` serialises writing and sweeping them; `trees/.mount` serialises `imgboot
+///   mount`s from the check of their directory to their record.
 /// - `roots/NAME`, `staging`: where containers mount their trees and staging tmpfs, in their
 ///   private mount namespaces only.
 ///
@@ -34,6 +35,9 @@ public enum StateStore {
     public static let registryLock = machines + "/.lock"
     /// Held while mount records are written, removed and swept.
     public static let treesLock = trees + "/.lock"
+    /// Held by `imgboot mount` from checking that nothing is mounted on its directory until
+    /// its tree is recorded: two at once on one directory would both find it free.
+    public static let mountLock = trees + "/.mount"
 
     /// The directories below /run/imgboot.
     public enum Area: String, Sendable, CaseIterable {

@@ -16,7 +16,8 @@ struct IMGBoot: ParsableCommand {
             privilege), after a one-line message on stderr.
             """,
         version: "0.1.0",
-        subcommands: [Inspect.self, MountImage.self, UnmountImage.self, Run.self, Boot.self, SmokeTest.self, List.self, Enter.self, Stop.self]
+        subcommands: [Inspect.self, MountImage.self, UnmountImage.self, Run.self, Boot.self, SmokeTest.self, List.self, Enter.self, Stop.self,
+                      KeepLocks.self]
     )
 
     /// The exit status of imgboot's own failures, as in OCI runtimes and systemd-nspawn.

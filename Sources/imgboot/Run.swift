@@ -55,8 +55,9 @@ extension IMGBoot {
                 The init is the first of /usr/lib/systemd/systemd, /lib/systemd/systemd, \
                 /sbin/init. When it reports READY=1, imgboot prints "imgboot: MACHINE is ready \
                 (after N.NNN s)" on stderr. SIGTERM or SIGINT (Ctrl-C when not interactive) asks \
-                the init to halt; a second one kills it. Exit status 0 after a clean poweroff or \
-                halt, 133 after a reboot. Default --volatile=overlay.
+                the init to halt (--kill-signal); a second one kills it, and so does the end of \
+                --stop-timeout. Exit status 0 after a clean poweroff or halt, 133 after a \
+                reboot, 137 when the init was killed. Default --volatile=overlay.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -67,17 +68,38 @@ extension IMGBoot {
             valueName: "mode"))
         var console: ContainerSpec.Console?
 
+        @Option(help: ArgumentHelp(
+            "The signal that asks the init to stop when imgboot gets SIGTERM or SIGINT (default SIGRTMIN+3, systemd's halt; busybox's init halts on SIGUSR1, powers off on SIGUSR2).",
+            valueName: "signal"))
+        var killSignal: String?
+
+        @Option(help: ArgumentHelp(
+            "How long the init has to end after the kill signal before it is killed (default \(Int(ContainerSpec.defaultStopTimeout)) s).",
+            valueName: "seconds"))
+        var stopTimeout: Double?
+
         @Argument(help: "The raw disk image (or block device).")
         var image: String
 
         @Argument(parsing: .postTerminator, help: ArgumentHelp("Arguments for the init, after --.", valueName: "init-arg"))
         var initArguments: [String] = []
 
-        func validate() throws { try options.validate() }
+        func validate() throws {
+            try options.validate()
+            if let killSignal, SignalName.number(killSignal) == nil {
+                throw ValidationError("--kill-signal=\(killSignal): not a signal (a name such as SIGUSR2 or SIGRTMIN+4, or a number)")
+            }
+            if let stopTimeout, !(stopTimeout > 0 && stopTimeout <= 24 * 3600) {
+                let given = stopTimeout == stopTimeout.rounded() && abs(stopTimeout) < 1e9 ? String(Int(stopTimeout)) : String(stopTimeout)
+                throw ValidationError("--stop-timeout=\(given): seconds, more than 0 and at most a day (86400)")
+            }
+        }
 
         func run() throws {
             let logger = global.makeLogger()
-            let spec = try options.spec(image: image, arguments: initArguments, boot: true, console: console, logger: logger)
+            var spec = try options.spec(image: image, arguments: initArguments, boot: true, console: console, logger: logger)
+            spec.killSignal = killSignal.flatMap(SignalName.number)
+            spec.stopTimeout = stopTimeout ?? ContainerSpec.defaultStopTimeout
             if options.dryRun {
                 print(printableLines(Container.plan(for: spec).description))
                 return

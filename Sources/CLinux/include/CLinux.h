@@ -10,6 +10,7 @@
 #define IMGBOOT_CLINUX_H
 
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "CLinuxFS.h"
 #include "CLinuxContainer.h"
@@ -25,6 +26,14 @@ int imgboot_block_device_sector_size(int fd, uint32_t *size);
 /// it changes every time a loop device is attached or detached, so it tells one attachment
 /// of /dev/loopN from the next. 0, or -1 with errno.
 int imgboot_block_device_disk_sequence(int fd, uint64_t *sequence);
+
+/// The major and minor numbers of a device number (st_dev, st_rdev): major(3), minor(3).
+unsigned imgboot_major(uint64_t device);
+unsigned imgboot_minor(uint64_t device);
+
+/// mknodat(2) of a block device node `name` in `dirfd` for device `major_number`:`minor_number`
+/// with permission bits `mode` (the umask applies). 0, or -1 with errno.
+int imgboot_mknod_block(int dirfd, const char *name, unsigned mode, unsigned major_number, unsigned minor_number);
 
 // MARK: Loop devices (loop.c). <linux/loop.h> stays out of this header; the status is
 // copied into this struct so that Swift sees no kernel types.
@@ -62,5 +71,24 @@ int imgboot_loop_configure(int loop_fd, int backing_fd, uint64_t offset, uint64_
 /// LOOP_GET_STATUS64 on `loop_fd`, copied into `status`. 0, or -1 with errno (ENXIO: the
 /// device is not bound).
 int imgboot_loop_get_status(int loop_fd, struct imgboot_loop_status *status);
+
+// MARK: Processes (spawn.c)
+
+/// Starts `path` with `argv` and `envp` in a session of its own, working directory /, every
+/// signal's disposition the default and none blocked: a program meant to outlive the caller.
+/// Its stdin is `in`, its stdout `out`, its stderr /dev/null; `keep[0]`…`keep[count - 1]` (at
+/// most 64) become its descriptors 3, 4, …; every other descriptor is closed. The PID (the
+/// child is the caller's to reap or leave), or -1 with errno.
+pid_t imgboot_spawn_detached(const char *path, char *const argv[], char *const envp[], int in, int out,
+                             const int *keep, int count);
+
+// MARK: Locks (lock.c)
+
+/// An open file description lock (fcntl F_OFD_SETLK, never waiting) on the whole file open at
+/// `fd`: `kind` 1 shared (F_RDLCK), 2 exclusive (F_WRLCK), 0 unlock. Such a lock belongs to the
+/// open file description, like flock's, but the two kinds never conflict with each other:
+/// systemd-nspawn's image lock files take this kind. 0, or -1 with errno (EAGAIN: someone else
+/// holds a conflicting lock).
+int imgboot_ofd_lock(int fd, int kind);
 
 #endif
