@@ -6,11 +6,11 @@ import CLinux
 import Dissect
 import Logging
 
-/// What an image says about itself: its os-release, hostname and machine ID. Read from the
-/// root (and /usr) partition mounted read-only as *detached* mounts (fsmount): attached to no
-/// mount namespace at all — never the host's — reached only through a descriptor, and gone
-/// when it is closed. Reads are bounded and resolved inside the image, so a huge, binary or
-/// symlinked file cannot hurt.
+/// What an image says about itself: its os-release, hostname and machine ID, and the init
+/// `imgboot boot` would run. Read from the root and /usr partitions mounted read-only as a tree
+/// of *detached* mounts (`ImageTree`): attached to no mount namespace at all — never the
+/// host's — reached only through descriptors, and gone when they are closed. Reads are bounded
+/// and resolved inside the image, so a huge, binary or symlinked file cannot hurt.
 public struct ImageMetadata: Sendable, Equatable {
     public var osRelease: [OSReleaseField]
     public var hostname: String?
@@ -18,41 +18,30 @@ public struct ImageMetadata: Sendable, Equatable {
     /// Whether the image has systemd as its init (/usr/lib/systemd/systemd or
     /// /lib/systemd/systemd, a regular file).
     public var hasSystemd: Bool = false
+    /// The init `imgboot boot` would run: the first of `initPaths` that is an executable
+    /// regular file in the image's tree (root with /usr), or nil.
+    public var initPath: String? = nil
 
     public struct OSReleaseField: Sendable, Equatable {
         public var key: String
         public var value: String
     }
 
+    /// The inits `boot` tries, in order.
+    public static let initPaths = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"]
+
     /// The most read of each file.
     static let limits = (osRelease: 64 * 1024, hostname: 256, machineId: 128)
 
-    /// Reads the metadata of `image`. Needs root (loop devices, mounts).
-    public static func read(_ image: DissectedImage, logger: Logger) throws -> ImageMetadata {
-        let root = image.partitions.first { $0.mountPoint == "/" }
-        let usr = image.partitions.first { $0.mountPoint == "/usr" }
-        let wanted = [root, usr].compactMap { $0 }
-        guard !wanted.isEmpty else { return ImageMetadata(osRelease: [], hostname: nil, machineId: nil) }
-
-
-        let attached = try AttachedImage.attach(image, partitions: wanted.map { (number: $0.number, readOnly: true) }, logger: logger)
-        defer {
-            attached.close()
-            _ = attached.waitUntilDetached()
-            attached.unlock()
-        }
-        func mountDetached(_ p: Partition?) throws -> Int32? {
-            guard let p, let device = attached.device(partition: p.number), let fs = p.fsType else { return nil }
-            let fd = detachedMount(device: device.path, fsType: fs)
-            guard fd >= 0 else {
-                throw MountError(image: image.image, partition: p.displayName, .failed(operation: "mount \(fs) read-only", errno: errno))
-            }
-            return fd
-        }
-        let rootFD = try mountDetached(root)
-        defer { if let rootFD { close(rootFD) } }
-        let usrFD = try mountDetached(usr)
-        defer { if let usrFD { close(usrFD) } }
+    /// Reads the metadata of `image`. Needs root (loop devices, mounts). `warn` gets what did
+    /// not stop the reading (a /usr partition whose mount point cannot be used).
+    public static func read(_ image: DissectedImage, logger: Logger, warn: (String) -> Void = { _ in }) throws -> ImageMetadata {
+        // A /usr whose mount point the root lacks is still read on its own.
+        let tree = try ImageTree.open(image, only: ["/", "/usr"], unplaceable: .keep, logger: logger)
+        defer { try? tree.close() }  // read-only: nothing to write back, and the devices are awaited
+        tree.warnings.forEach(warn)
+        let rootFD = tree.mounts.first { $0.mountPoint == "/" }?.fd
+        let usrFD = tree.mounts.first { $0.mountPoint == "/usr" }?.fd
 
         var osRelease: String? = nil
         if let rootFD {
@@ -67,32 +56,32 @@ public struct ImageMetadata: Sendable, Equatable {
             .contains { isRegularFile($0.0, $0.1) }
         return ImageMetadata(
             osRelease: OSRelease.parse(osRelease ?? "").map { OSReleaseField(key: $0.key, value: $0.value) },
-            hostname: hostname, machineId: machineId, hasSystemd: systemd)
+            hostname: hostname, machineId: machineId, hasSystemd: systemd,
+            initPath: findInit(root: rootFD, usr: usrFD))
     }
 
-    /// A read-only, nodev, nosuid, noexec mount of `device` attached nowhere, with the options
-    /// that keep a read-only mount from writing (no journal replay). -1 with errno on failure.
-    static func detachedMount(device: String, fsType: String) -> Int32 {
-        let flags: [String]
-        var keys: [String] = [], values: [String] = []
-        switch fsType {
-        case "ext4", "xfs": flags = ["norecovery"]
-        case "btrfs": flags = []; keys = ["rescue"]; values = ["nologreplay"]
-        default: flags = []
+    /// The first of `initPaths` that is an executable regular file, resolved in the tree as
+    /// `boot` resolves it. Without a root, `boot --volatile=yes` runs on a fresh root whose
+    /// /lib and /sbin lead into the image's /usr: the paths are looked up in /usr that way.
+    static func findInit(root: Int32?, usr: Int32?) -> String? {
+        if let root { return initPaths.first { isExecutableFile(root, $0) } }
+        guard let usr else { return nil }
+        return initPaths.first { path in
+            let inUsr = path.hasPrefix("/usr/") ? String(path.dropFirst(5)) : String(path.dropFirst())
+            return isExecutableFile(usr, inUsr)
         }
-        func cArray(_ strings: [String]) -> [UnsafeMutablePointer<CChar>?] { strings.map { strdup($0) } + [nil] }
-        var f = cArray(flags), k = cArray(keys), v = cArray(values)
-        defer { for p in f + k + v { free(p) } }
-        func pointer(_ p: UnsafeMutableBufferPointer<UnsafeMutablePointer<CChar>?>) -> UnsafePointer<UnsafePointer<CChar>?>? {
-            p.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: UnsafePointer<CChar>?.self) }
-        }
-        return f.withUnsafeMutableBufferPointer { fp in
-            k.withUnsafeMutableBufferPointer { kp in
-                v.withUnsafeMutableBufferPointer { vp in
-                    imgboot_mount_detached_readonly(device, fsType, pointer(fp), pointer(kp), pointer(vp))
-                }
-            }
-        }
+    }
+
+    /// Whether `path` in the mount `root` (resolved inside it) is a regular file with an
+    /// execute bit: what `access(X_OK)` asks of root, which the noexec mount would refuse.
+    static func isExecutableFile(_ root: Int32, _ path: String) -> Bool {
+        let relative = String(path.drop { $0 == "/" })
+        let fd = imgboot_openat2(root, relative, UInt64(IMGBOOT_O_PATH | O_CLOEXEC), 0,
+                                 UInt64(IMGBOOT_RESOLVE_IN_ROOT | IMGBOOT_RESOLVE_NO_MAGICLINKS))
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        return fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && st.st_mode & 0o111 != 0
     }
 
     /// At most `limit` bytes of a regular file at `path` inside the mount `root` (resolved inside
