@@ -24,7 +24,8 @@ public enum TreeListing {
 
     /// An mtree(5) specification of the tree below `path`, in the form `systemd-dissect --mtree`
     /// prints: a line per file (`.` first), relative paths starting `./`, directories with a
-    /// `/` after their name; `type`, `mode` (not for symlinks), `uid`, `gid`, and for regular
+    /// `/` after their name; `type`, `mode` (not for symlinks; with the set-ID and sticky bits,
+    /// which systemd leaves out), `uid`, `gid`, and for regular
     /// files `size` and — when not empty — `sha256digest` (systemd writes `sha256sum`, which
     /// mtree(5) does not know), `link` for symlinks, `device` for device nodes. Names and link
     /// targets are escaped as mtree(5) has it (`\ooo` octal for blanks, `#`, glob characters,
@@ -67,7 +68,7 @@ public enum TreeListing {
     static func line(_ name: String, _ st: stat, digest: String?, link: String?) -> String {
         let kind = st.st_mode & S_IFMT
         var out = name + (kind == S_IFDIR ? "/" : "") + " type=" + typeName(kind)
-        if kind != S_IFLNK { out += " mode=" + octal(UInt64(st.st_mode & 0o777), width: 4) }
+        if kind != S_IFLNK { out += " mode=" + octal(UInt64(st.st_mode & 0o7777), width: 4) }
         out += " uid=\(st.st_uid) gid=\(st.st_gid)"
         if kind == S_IFREG {
             out += " size=\(st.st_size)"
