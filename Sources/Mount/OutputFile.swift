@@ -87,7 +87,7 @@ public final class OutputFile {
     private func drain() throws(MountError) {
         var done = 0
         while done < buffer.count {
-            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + done, $0.count - done) }
+            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress.map { $0 + done }, $0.count - done) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { throw MountError(image: image, .other("\(name): write: \(String(cString: strerror(n < 0 ? errno : EIO)))")) }
             done += n
