@@ -41,7 +41,7 @@ struct DissectCommandsTests {
             #expect(loops.isEmpty, "loop devices still backed by the image: \(loops)", sourceLocation: sourceLocation)
             // Other suites mount on the host meanwhile, in directories of their own: only a
             // mount elsewhere can be this command's.
-            let others = ["/tmp/imgboot-mount-test-", "/tmp/imgboot-staging.", "/run/imgboot/"]
+            let others = ["/tmp/imgboot-mount-test-", "/tmp/imgboot-staging.", "/run/imgboot/", "/var/tmp/imgboot-attach-"]
             let new = Harness.mounts().filter { id, mount in
                 !mountIDs.contains(id) && !others.contains { mount.point.hasPrefix($0) }
                     && !Leftovers.containerFilesystems.contains(mount.type)
