@@ -13,6 +13,8 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        // SHA-256 for `ls --mtree` (BoringSSL, linked statically: no library to load at start-up).
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // C libraries and the syscalls Swift cannot reach.
@@ -42,6 +44,7 @@ let package = Package(
             dependencies: [
                 "Dissect", "Attach", "CMount", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
         .target(

@@ -12,8 +12,8 @@ import Mount
 /// and on Ctrl-C alike. After `run` returns, no loop device, mount or cgroup of the machine is
 /// left. (After SIGKILL the kernel reclaims them: the child dies with imgboot.)
 public enum Container {
-    /// The initial executables tried for `boot`, in order.
-    public static let initPaths = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"]
+    /// The initial executables tried for `boot`, in order (`inspect` names the one it finds).
+    public static let initPaths = ImageMetadata.initPaths
 
     /// Runs `spec` to its end and returns the exit status to leave with: `run` — the command's
     /// (128+N when killed by signal N, 127/126 when it cannot be executed); `boot` — 0 after a

@@ -183,3 +183,5 @@ int imgboot_is_cgroup2(const char *path) {
 int imgboot_setfsuid(uint32_t uid) { return setfsuid(uid); }
 
 int imgboot_setfsgid(uint32_t gid) { return setfsgid(gid); }
+
+int imgboot_syncfs(int fd) { return syncfs(fd); }

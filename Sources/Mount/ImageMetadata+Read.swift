@@ -6,37 +6,21 @@ import CLinux
 import Dissect
 import Logging
 
-/// Reading an image's metadata: the root (and /usr) partition mounted read-only as *detached*
-/// mounts (fsmount), attached to no mount namespace at all — never the host's — reached only
-/// through a descriptor, and gone when it is closed. Reads are bounded and resolved inside the
-/// image, so a huge, binary or symlinked file cannot hurt. What the bytes mean is
-/// `ImageMetadata(parsing:…)`, pure, in ImageMetadata.swift.
+/// Reading an image's metadata: the root and /usr partitions mounted read-only as a tree of
+/// *detached* mounts (`ImageTree`), attached to no mount namespace at all — never the host's —
+/// reached only through descriptors, and gone when they are closed. Reads are bounded and
+/// resolved inside the image, so a huge, binary or symlinked file cannot hurt. What the bytes
+/// mean is `ImageMetadata(parsing:…)`, pure, in ImageMetadata.swift.
 extension ImageMetadata {
-    /// Reads the metadata of `image`. Needs root (loop devices, mounts).
-    public static func read(_ image: DissectedImage, logger: Logger) throws -> ImageMetadata {
-        let root = image.partitions.first { $0.mountPoint == "/" }
-        let usr = image.partitions.first { $0.mountPoint == "/usr" }
-        let wanted = [root, usr].compactMap { $0 }
-        guard !wanted.isEmpty else { return ImageMetadata(osRelease: [], hostname: nil, machineId: nil) }
-
-        let attached = try AttachedImage.attach(image, partitions: wanted.map { (number: $0.number, readOnly: true) }, logger: logger)
-        defer {
-            attached.close()
-            _ = attached.waitUntilDetached()
-            attached.unlock()
-        }
-        func mountDetached(_ p: Partition?) throws -> Int32? {
-            guard let p, let device = attached.device(partition: p.number), let fs = p.fsType else { return nil }
-            let fd = detachedMount(device: device.path, fsType: fs)
-            guard fd >= 0 else {
-                throw MountError(image: image.image, partition: p.displayName, .failed(operation: "mount \(fs) read-only", errno: errno))
-            }
-            return fd
-        }
-        let rootFD = try mountDetached(root)
-        defer { if let rootFD { close(rootFD) } }
-        let usrFD = try mountDetached(usr)
-        defer { if let usrFD { close(usrFD) } }
+    /// Reads the metadata of `image`. Needs root (loop devices, mounts). `warn` gets what did
+    /// not stop the reading (a /usr partition whose mount point cannot be used).
+    public static func read(_ image: DissectedImage, logger: Logger, warn: (String) -> Void = { _ in }) throws -> ImageMetadata {
+        // A /usr whose mount point the root lacks is still read on its own.
+        let tree = try ImageTree.open(image, only: ["/", "/usr"], unplaceable: .keep, logger: logger)
+        defer { try? tree.close() }  // read-only: nothing to write back, and the devices are awaited
+        tree.warnings.forEach(warn)
+        let rootFD = tree.mounts.first { $0.mountPoint == "/" }?.fd
+        let usrFD = tree.mounts.first { $0.mountPoint == "/usr" }?.fd
 
         var osRelease: [UInt8]? = nil
         if let rootFD {
@@ -49,15 +33,32 @@ extension ImageMetadata {
         let systemd = [rootFD.map { ($0, "usr/lib/systemd/systemd") }, rootFD.map { ($0, "lib/systemd/systemd") },
                        usrFD.map { ($0, "lib/systemd/systemd") }].compactMap { $0 }
             .contains { isRegularFile($0.0, $0.1) }
-        return ImageMetadata(parsing: osRelease, hostname: hostname, machineId: machineId, hasSystemd: systemd)
+        return ImageMetadata(parsing: osRelease, hostname: hostname, machineId: machineId, hasSystemd: systemd,
+                             initPath: findInit(root: rootFD, usr: usrFD))
     }
 
-    /// A read-only, nodev, nosuid, noexec mount of `device` attached nowhere, with the options
-    /// that keep a read-only mount from writing (no journal replay): the plan's own read-only
-    /// options for the filesystem. -1 with errno on failure.
-    static func detachedMount(device: String, fsType: String) -> Int32 {
-        let options = MountPlan.mountOptions(fsType: fsType, readOnly: true) + ["nosuid", "noexec"]
-        return imgboot_mount_detached(device, fsType, options.joined(separator: ","))
+    /// The first of `initPaths` that is an executable regular file, resolved in the tree as
+    /// `boot` resolves it. Without a root, `boot --volatile=yes` runs on a fresh root whose
+    /// /lib and /sbin lead into the image's /usr: the paths are looked up in /usr that way.
+    static func findInit(root: Int32?, usr: Int32?) -> String? {
+        if let root { return initPaths.first { isExecutableFile(root, $0) } }
+        guard let usr else { return nil }
+        return initPaths.first { path in
+            let inUsr = path.hasPrefix("/usr/") ? String(path.dropFirst(5)) : String(path.dropFirst())
+            return isExecutableFile(usr, inUsr)
+        }
+    }
+
+    /// Whether `path` in the mount `root` (resolved inside it) is a regular file with an
+    /// execute bit: what `access(X_OK)` asks of root, which the noexec mount would refuse.
+    static func isExecutableFile(_ root: Int32, _ path: String) -> Bool {
+        let relative = String(path.drop { $0 == "/" })
+        let fd = imgboot_openat2(root, relative, UInt64(IMGBOOT_O_PATH | O_CLOEXEC), 0,
+                                 UInt64(IMGBOOT_RESOLVE_IN_ROOT | IMGBOOT_RESOLVE_NO_MAGICLINKS))
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var st = stat()
+        return fstat(fd, &st) == 0 && st.st_mode & S_IFMT == S_IFREG && st.st_mode & 0o111 != 0
     }
 
     /// At most `limit` bytes of a regular file at `path` inside the mount `root` (resolved inside

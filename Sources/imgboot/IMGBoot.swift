@@ -17,7 +17,7 @@ struct IMGBoot: ParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [Inspect.self, MountImage.self, UnmountImage.self, Run.self, Boot.self, SmokeTest.self, List.self, Enter.self, Stop.self,
-                      KeepLocks.self]
+                      ListFiles.self, CopyFrom.self, CopyTo.self, Archive.self, KeepLocks.self]
     )
 
     /// The exit status of imgboot's own failures, as in OCI runtimes and systemd-nspawn.
@@ -67,13 +67,21 @@ func refuseArgumentsThatAreNotUTF8() {
 }
 
 /// nspawn's spelling: a bare `--volatile` means `--volatile=yes` (a mode must be given with
-/// `=`, as getopt's optional arguments are). Only options before `--` are touched.
+/// `=`, as getopt's optional arguments are); and `inspect`'s bare `--json`, which once was a
+/// flag, means `--json=short`. Only options before `--` are touched.
 func normalizedArguments(_ arguments: [String]) -> [String] {
     var result: [String] = []
     var options = true
+    let inspect = arguments.first == "inspect"
     for argument in arguments {
         if argument == "--" { options = false }
-        result.append(options && argument == "--volatile" ? "--volatile=yes" : argument)
+        if options && argument == "--volatile" {
+            result.append("--volatile=yes")
+        } else if options && inspect && argument == "--json" {
+            result.append("--json=short")
+        } else {
+            result.append(argument)
+        }
     }
     return result
 }

@@ -26,28 +26,42 @@ extension IMGBoot {
         @Argument(help: "The raw disk image (or block device) to inspect.")
         var image: String
 
-        @Flag(help: "Print one JSON object instead of a table (schema in README.md).")
-        var json = false
+        @Option(help: ArgumentHelp(
+            "Print one JSON object instead of a table (schema in README.md): short (one line; a bare --json means it), pretty (indented), or off.",
+            valueName: "format"))
+        var json: JSONFormat = .off
 
         func run() throws {
             let logger = global.makeLogger()
             var dissected = try DissectedImage.dissect(path: image, logger: logger)
             var metadata: ImageMetadata? = nil
             if geteuid() != 0 {
-                dissected.warnings.append("reading the image's os-release, hostname and machine ID needs root")
+                dissected.warnings.append("reading the image's os-release, hostname, machine ID and init needs root")
             } else if dissected.root != nil || dissected.partitions.contains(where: { $0.mountPoint == "/usr" }) {
                 do {
-                    metadata = try ImageMetadata.read(dissected, logger: logger)
+                    var warnings: [String] = []
+                    metadata = try ImageMetadata.read(dissected, logger: logger) { warnings.append($0) }
+                    dissected.warnings += warnings
                 } catch {
                     dissected.warnings.append("cannot read the image's os-release, hostname and machine ID: \(error)")
                 }
             }
+            if dissected.root == nil {
+                dissected.warnings.append(dissected.partitions.contains { $0.mountPoint == "/usr" }
+                    ? "no root partition to boot: `run` and `boot` need --volatile=yes (a fresh root with the image's /usr)"
+                    : "no root partition to boot: `run`, `boot` and `mount` cannot use this image")
+            }
             let report = InspectReport(dissected, metadata: metadata)
-            if json {
-                print(report.json.serialized())
-            } else {
-                print(report.text, terminator: "")
+            switch json {
+            case .off: print(report.text, terminator: "")
+            case .short: print(report.json.serialized(pretty: false))
+            case .pretty: print(report.json.serialized(pretty: true))
             }
         }
+    }
+
+    /// `--json=`'s values, as systemd-dissect names them.
+    enum JSONFormat: String, ExpressibleByArgument, CaseIterable {
+        case short, pretty, off
     }
 }

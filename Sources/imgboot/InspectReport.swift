@@ -13,7 +13,8 @@ struct InspectReport {
         self.metadata = metadata
     }
 
-    /// `DissectedImage.json` with `osRelease`, `hostname` and `machineId` after `architecture`.
+    /// `DissectedImage.json` with `osRelease`, `hostname`, `machineId` and `init` after
+    /// `architecture`.
     var json: JSON {
         guard case .object(var members) = image.json else { return image.json }
         let at = (members.firstIndex { $0.0 == "architecture" } ?? members.count - 1) + 1
@@ -22,6 +23,7 @@ struct InspectReport {
             ("osRelease", osRelease),
             ("hostname", .string(metadata?.hostname)),
             ("machineId", .string(metadata?.machineId)),
+            ("init", .string(metadata?.initPath)),
         ], at: at)
         return .object(members)
     }
@@ -83,16 +85,27 @@ struct InspectReport {
 }
 
 extension InspectReport {
-    /// OS, hostname and machine ID lines, when known.
+    /// OS, hostname, machine ID and init lines: always all four, `-` for what is not known.
     var metadataLines: [(String, String)] {
-        guard let metadata else { return [] }
-        let fields = Dictionary(metadata.osRelease.map { ($0.key, $0.value) }, uniquingKeysWith: { _, b in b })
-        let os = fields["PRETTY_NAME"] ?? [fields["NAME"], fields["VERSION"]].compactMap { $0 }.joined(separator: " ")
+        let fields = Dictionary((metadata?.osRelease ?? []).map { ($0.key, $0.value) }, uniquingKeysWith: { _, b in b })
+        let initLine: String = if let path = metadata?.initPath { path } else if metadata != nil { "- (use `imgboot run`)" } else { "-" }
         return [
-            ("OS", os.isEmpty ? "-" : os),
-            ("Hostname", metadata.hostname ?? "-"),
-            ("Machine ID", metadata.machineId ?? "-"),
+            ("OS", InspectReport.osName(fields) ?? "-"),
+            ("Hostname", metadata?.hostname ?? "-"),
+            ("Machine ID", metadata?.machineId ?? "-"),
+            ("Init", initLine),
         ]
+    }
+
+    /// The OS as os-release(5) suggests naming it: PRETTY_NAME, else NAME and VERSION, else ID
+    /// and VERSION_ID; nil when none of them is there.
+    static func osName(_ fields: [String: String]) -> String? {
+        func nonEmpty(_ key: String) -> String? { fields[key].flatMap { $0.isEmpty ? nil : $0 } }
+        if let pretty = nonEmpty("PRETTY_NAME") { return pretty }
+        for (name, version) in [("NAME", "VERSION"), ("ID", "VERSION_ID")] {
+            if let first = nonEmpty(name) { return [first, nonEmpty(version)].compactMap { $0 }.joined(separator: " ") }
+        }
+        return nil
     }
 }
 

@@ -84,7 +84,8 @@ struct InspectTests {
         Case(name: "foreign-arch", id: 10, table: .gpt, architecture: .arm64, partitions: [
             .init(number: 1, designator: .root, label: "root", fsType: "ext4", mountPoint: nil, architecture: .arm64),
             .init(number: 2, designator: .home, label: "home", fsType: "ext4", mountPoint: "/home"),
-        ], warnings: ["no root partition for x86-64 (the image has one for arm64)"]),
+        ], warnings: ["no root partition for x86-64 (the image has one for arm64)",
+                      "no root partition to boot: `run`, `boot` and `mount` cannot use this image"]),
         Case(name: "two-roots", id: 11, table: .gpt, architecture: .x86_64, partitions: [
             .init(number: 1, designator: .root, label: "fooOS_1.9", fsType: "ext4", mountPoint: nil, architecture: .x86_64),
             .init(number: 2, designator: .root, label: "fooOS_1.10", fsType: "ext4", mountPoint: "/", architecture: .x86_64),
@@ -93,7 +94,8 @@ struct InspectTests {
         Case(name: "garbage-root", id: 13, table: .gpt, architecture: .x86_64, partitions: [
             .init(number: 1, designator: .root, label: "root", fsType: nil, mountPoint: nil, architecture: .x86_64),
             .init(number: 2, designator: .home, label: "home", fsType: "ext4", mountPoint: "/home"),
-        ], warnings: ["partition 1 (root): no filesystem found"]),
+        ], warnings: ["partition 1 (root): no filesystem found",
+                      "no root partition to boot: `run`, `boot` and `mount` cannot use this image"]),
         Case(name: "bad-primary", id: 14, table: .gpt, architecture: .x86_64, partitions: [
             .init(number: 1, designator: .root, label: "root", fsType: "ext4", mountPoint: "/", architecture: .x86_64),
             .init(number: 2, designator: .home, label: "home", fsType: "ext4", mountPoint: "/home"),
@@ -210,7 +212,7 @@ struct InspectTests {
     @Test func jsonHasEveryKey() throws {
         let (_, raw) = try inspect("bare-ext4")
         #expect(Set(raw.keys) == ["image", "size", "sectorSize", "partitionTable", "imageUuid",
-                                  "architecture", "osRelease", "hostname", "machineId", "partitions", "warnings"])
+                                  "architecture", "osRelease", "hostname", "machineId", "init", "partitions", "warnings"])
         #expect(raw["partitionTable"] is NSNull)
         let partition = try #require((raw["partitions"] as? [[String: Any]])?.first)
         #expect(Set(partition.keys) == ["number", "designator", "typeUuid", "mbrType", "typeName", "uuid",
@@ -376,5 +378,132 @@ struct InspectTests {
         let help = try Harness.imgboot(["inspect", "--help"])
         #expect(help.status == 0)
         #expect(help.stdout.contains("USAGE: imgboot inspect"))
+    }
+}
+
+/// inspect's OS and Init lines (issue 13), and their JSON, on images whose os-release and init
+/// take the shapes os-release(5) and `boot` allow: variants of basic made with debugfs.
+@Suite(.enabled(if: Harness.isRoot, "reading an image's metadata needs root"))
+struct InspectMetadataTests {
+    struct Shape: Sendable, CustomTestStringConvertible {
+        var name: String
+        /// debugfs commands on the root partition.
+        var edits: [String]
+        var os: String
+        var osRelease: [String: String]
+        var initPath: String?
+        var testDescription: String { name }
+    }
+
+    /// An os-release of these lines, written over the image's by debugfs.
+    static func osRelease(_ lines: String) -> [String] {
+        ["rm etc/os-release", "write %DIR%/os-release etc/os-release"].map { $0 + "\u{0}" + lines }
+    }
+
+    static let shapes: [Shape] = [
+        Shape(name: "pretty name", edits: [], os: "imgboot busybox 1.0",
+              osRelease: ["NAME": "imgboot busybox", "ID": "imgboot-busybox", "VERSION_ID": "1.0", "PRETTY_NAME": "imgboot busybox 1.0"],
+              initPath: "/sbin/init"),
+        Shape(name: "name and version", edits: osRelease("NAME=Foo\nVERSION=\"3 (Bar)\"\nID=foo\n"), os: "Foo 3 (Bar)",
+              osRelease: ["NAME": "Foo", "VERSION": "3 (Bar)", "ID": "foo"], initPath: "/sbin/init"),
+        Shape(name: "name only", edits: osRelease("NAME=Foo\nID=foo\nVERSION_ID=9\n"), os: "Foo",
+              osRelease: ["NAME": "Foo", "ID": "foo", "VERSION_ID": "9"], initPath: "/sbin/init"),
+        Shape(name: "id and version id", edits: osRelease("ID=foo\nVERSION_ID=3\n"), os: "foo 3",
+              osRelease: ["ID": "foo", "VERSION_ID": "3"], initPath: "/sbin/init"),
+        Shape(name: "empty", edits: osRelease("# nothing\n"), os: "-", osRelease: [:], initPath: "/sbin/init"),
+        Shape(name: "no os-release, no init", edits: ["rm etc/os-release", "rm usr/sbin/init"], os: "-", osRelease: [:], initPath: nil),
+        Shape(name: "init not executable", edits: ["sif usr/bin/busybox mode 0100644"], os: "imgboot busybox 1.0",
+              osRelease: ["NAME": "imgboot busybox", "ID": "imgboot-busybox", "VERSION_ID": "1.0", "PRETTY_NAME": "imgboot busybox 1.0"],
+              initPath: nil),
+        Shape(name: "systemd", edits: ["mkdir usr/lib/systemd", "write %DIR%/os-release usr/lib/systemd/systemd\u{0}#!/bin/sh\n",
+                                       "sif usr/lib/systemd/systemd mode 0100755"],
+              os: "imgboot busybox 1.0",
+              osRelease: ["NAME": "imgboot busybox", "ID": "imgboot-busybox", "VERSION_ID": "1.0", "PRETTY_NAME": "imgboot busybox 1.0"],
+              initPath: "/usr/lib/systemd/systemd"),
+    ]
+
+    /// The text's OS and Init lines, and the JSON's osRelease and init, for each shape; every
+    /// header line is there; nothing is left attached or mounted; the image is not written.
+    @Test(arguments: shapes)
+    func osAndInit(_ shape: Shape) throws {
+        let image = try ImageCopy("basic")
+        let scratch = try ScratchDirectory("imgboot-os-release")
+        var commands: [String] = []
+        for edit in shape.edits {
+            // "COMMAND\0CONTENT": the content goes into a file of the scratch directory first.
+            let parts = edit.split(separator: "\u{0}", maxSplits: 1).map(String.init)
+            if parts.count == 2 { try parts[1].write(toFile: scratch.path + "/os-release", atomically: false, encoding: .utf8) }
+            commands.append(parts[0].replacingOccurrences(of: "%DIR%", with: scratch.path))
+        }
+        if !commands.isEmpty { try Hardening.debugfs(image.path, commands) }
+        let hash = Harness.sha256(image.path)
+        // Other suites mount in directories of their own meanwhile: only a mount elsewhere can be inspect's.
+        func mountPoints() -> Set<String> {
+            Harness.mountPoints().filter { point in
+                !["/tmp/imgboot-mount-test-", "/tmp/imgboot-staging.", "/run/imgboot/", "/var/tmp/imgboot-attach-"].contains { point.hasPrefix($0) }
+            }
+        }
+        let mounts = mountPoints()
+
+        let text = try Harness.imgboot(["inspect", image.path])
+        #expect(text.status == 0, "\(text.stderr)")
+        let lines = text.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.contains("OS:         \(shape.os)"), "\(lines.prefix(10))")
+        #expect(lines.contains("Init:       \(shape.initPath ?? "- (use `imgboot run`)")"), "\(lines.prefix(10))")
+        #expect(lines.prefix(9).map { String($0.prefix(12)) } == [
+            "Image:      ", "Size:       ", "Table:      ", "Disk UUID:  ", "Arch:       ", "OS:         ", "Hostname:   ",
+            "Machine ID: ", "Init:       ",
+        ])
+
+        let json = try Harness.imgboot(["inspect", "--json", image.path])
+        #expect(json.status == 0)
+        #expect(json.stdout.split(separator: "\n").count == 1, "bare --json is one line")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(object["osRelease"] as? [String: String] == shape.osRelease)
+        if let path = shape.initPath { #expect(object["init"] as? String == path) } else { #expect(object["init"] is NSNull) }
+
+        #expect(Harness.loopDevices(backing: image.path).isEmpty)
+        #expect(mountPoints() == mounts)
+        #expect(Harness.sha256(image.path) == hash)
+    }
+
+    /// The init is looked up in the assembled tree: split-usr's /sbin -> usr/sbin leads into
+    /// its usr partition.
+    @Test func initThroughTheUsrPartition() throws {
+        let out = try Harness.imgboot(["inspect", "--json=short", try Harness.fixture("split-usr")])
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any])
+        #expect(object["init"] as? String == "/sbin/init")
+    }
+
+    /// Without a root, every line is still printed, `-` for each; the JSON says null, and a
+    /// warning says there is nothing to boot.
+    @Test func noRootPrintsEveryLine() throws {
+        let path = try Harness.fixture("foreign-arch")
+        let text = try Harness.imgboot(["inspect", path])
+        let lines = text.stdout.split(separator: "\n").map(String.init)
+        for line in ["OS:         -", "Hostname:   -", "Machine ID: -", "Init:       -",
+                     "warning: no root partition to boot: `run`, `boot` and `mount` cannot use this image"] {
+            #expect(lines.contains(line), "\(line) is missing")
+        }
+        let json = try Harness.imgboot(["inspect", "--json=pretty", path])
+        #expect(json.stdout.split(separator: "\n").count > 10, "pretty is indented, on many lines")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        #expect(object["init"] is NSNull)
+    }
+
+    /// short, pretty and a bare --json carry the same object; off is the table.
+    @Test func jsonFormats() throws {
+        let path = try Harness.fixture("basic")
+        func object(_ option: String) throws -> NSDictionary {
+            let out = try Harness.imgboot(["inspect", option, path])
+            #expect(out.status == 0, "\(out.stderr)")
+            return try #require(try JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? NSDictionary)
+        }
+        let short = try object("--json=short")
+        #expect(try object("--json") == short)
+        #expect(try object("--json=pretty") == short)
+        #expect(try Harness.imgboot(["inspect", "--json=off", path]).stdout.hasPrefix("Image:"))
+        let bad = try Harness.imgboot(["inspect", "--json=yaml", path])
+        #expect(bad.status == 125)
     }
 }

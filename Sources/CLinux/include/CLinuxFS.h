@@ -51,6 +51,10 @@ int imgboot_setfsgid(uint32_t gid);
 /// (STATX_MNT_ID_UNIQUE, Linux 6.8+) in `*unique`, or 0 where the kernel has none.
 int imgboot_mount_id(int dirfd, const char *path, uint64_t *id, uint64_t *unique);
 
+/// syncfs(2) (declared by Glibc only under _GNU_SOURCE): writes back the filesystem that `fd`
+/// lies on, and reports a failure to (0, or -1 and errno).
+int imgboot_syncfs(int fd);
+
 /// makedev(3), which is a macro.
 uint64_t imgboot_makedev(unsigned major, unsigned minor);
 
