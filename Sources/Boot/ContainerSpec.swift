@@ -36,11 +36,14 @@ public struct ContainerSpec: Sendable {
     /// `boot`: how the console is relayed. `run` uses a terminal when stdin and stdout are
     /// terminals, else passes the standard streams through untouched.
     public var console: Console?
+    /// `-q`: no notices of imgboot's own on stderr (the start hint, the ready line); errors
+    /// are still reported.
+    public var quiet: Bool
 
     public init(
         image: DissectedImage, plan: MountPlan, machine: String, machineNameIsExplicit: Bool = false,
         hostname: String?, arguments: [String], boot: Bool, environment: [String] = [], binds: [Bind] = [],
-        privateNetwork: Bool = false, privateUsers: PrivateUsers = .no, console: Console? = nil
+        privateNetwork: Bool = false, privateUsers: PrivateUsers = .no, console: Console? = nil, quiet: Bool = false
     ) {
         self.image = image
         self.plan = plan
@@ -54,6 +57,7 @@ public struct ContainerSpec: Sendable {
         self.privateNetwork = privateNetwork
         self.privateUsers = privateUsers
         self.console = console
+        self.quiet = quiet
     }
 
     /// A host path mounted into the container: `--bind=SRC[:DST[:ro]]`, `--bind-ro=SRC[:DST]`.

@@ -19,7 +19,13 @@ final class Supervisor {
     let console: Console
     let signals: Signals
     let started: Double
+    /// `-q`: none of imgboot's own notices (the start hint, the ready line); errors still.
+    let quiet: Bool
+    /// What Ctrl-] three times does, told when the console is interactive (nspawn's words).
+    let startHint: String
     let logger: Logger
+
+    static let killHint = "Press Ctrl-] three times within 1s to kill container."
 
     private var stdinOpen: Bool
     private var ready = false
@@ -30,7 +36,7 @@ final class Supervisor {
     private var interruptedBy: Int32?
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
-         signals: Signals, started: Double, logger: Logger) {
+         signals: Signals, started: Double, quiet: Bool = false, startHint: String = killHint, logger: Logger) {
         self.machine = machine
         self.boot = boot
         self.pid = pid
@@ -40,6 +46,8 @@ final class Supervisor {
         self.console = console
         self.signals = signals
         self.started = started
+        self.quiet = quiet
+        self.startHint = startHint
         self.logger = logger
         stdinOpen = console.relaysInput
     }
@@ -57,6 +65,11 @@ final class Supervisor {
 
     func run() -> Outcome {
         defer { if errorPipe >= 0 { close(errorPipe) } }
+        // Before anything of the container's reaches the terminal: all of it passes the relay
+        // below. (The terminal is in raw mode: the line ends with a carriage return too.)
+        if !quiet && console.mode == .interactive && isatty(0) == 1 {
+            writeStderr(startHint + "\r\n")
+        }
         while true {
             var fds: [pollfd] = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0),
                                  pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
@@ -162,7 +175,7 @@ final class Supervisor {
                 if line == "READY=1" && !ready {
                     ready = true
                     let seconds = StageClock.now() - started
-                    writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n")
+                    if !quiet { writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n") }
                 } else if line.hasPrefix("STATUS=") {
                     logger.debug("\(machine): \(line.dropFirst(7))")
                 }
@@ -189,7 +202,7 @@ final class Supervisor {
             return
         }
         if console.mode == .interactive && countEscapes(buffer[0..<n]) {
-            writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(machine)\r\n")
+            if !quiet { writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(machine)\r\n") }
             _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
             stdinOpen = false
             return
