@@ -64,7 +64,7 @@ public enum Machines {
         let outcome = Supervisor(
             machine: name, boot: false, pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], notify: -1,
             console: console, signals: signals, started: StageClock.now(),
-            startHint: "Press Ctrl-] three times within 1s to exit session.", logger: logger
+            session: true, logger: logger
         ).run()
         return try outcome.exitStatus(boot: false, subject: name, argv: command)
     }

@@ -21,11 +21,10 @@ final class Supervisor {
     let started: Double
     /// `-q`: none of imgboot's own notices (the start hint, the ready line); errors still.
     let quiet: Bool
-    /// What Ctrl-] three times does, told when the console is interactive (nspawn's words).
-    let startHint: String
+    /// `enter`: the process is a session in a running machine, which Ctrl-] ends (not the
+    /// machine itself).
+    let session: Bool
     let logger: Logger
-
-    static let killHint = "Press Ctrl-] three times within 1s to kill container."
 
     private var stdinOpen: Bool
     private var ready = false
@@ -36,7 +35,7 @@ final class Supervisor {
     private var interruptedBy: Int32?
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
-         signals: Signals, started: Double, quiet: Bool = false, startHint: String = killHint, logger: Logger) {
+         signals: Signals, started: Double, quiet: Bool = false, session: Bool = false, logger: Logger) {
         self.machine = machine
         self.boot = boot
         self.pid = pid
@@ -47,7 +46,7 @@ final class Supervisor {
         self.signals = signals
         self.started = started
         self.quiet = quiet
-        self.startHint = startHint
+        self.session = session
         self.logger = logger
         stdinOpen = console.relaysInput
     }
@@ -65,10 +64,11 @@ final class Supervisor {
 
     func run() -> Outcome {
         defer { if errorPipe >= 0 { close(errorPipe) } }
-        // Before anything of the container's reaches the terminal: all of it passes the relay
-        // below. (The terminal is in raw mode: the line ends with a carriage return too.)
+        // What Ctrl-] three times does, in nspawn's (and machinectl's) words: before anything of
+        // the container's reaches the terminal, all of which passes the relay below. (The
+        // terminal is in raw mode: the line ends with a carriage return too.)
         if !quiet && console.mode == .interactive && isatty(0) == 1 {
-            writeStderr(startHint + "\r\n")
+            writeStderr("Press Ctrl-] three times within 1s to \(session ? "exit session" : "kill container").\r\n")
         }
         while true {
             var fds: [pollfd] = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0),
@@ -202,7 +202,9 @@ final class Supervisor {
             return
         }
         if console.mode == .interactive && countEscapes(buffer[0..<n]) {
-            if !quiet { writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(machine)\r\n") }
+            if !quiet {
+                writeStderr("\r\nimgboot: Ctrl-] pressed three times: \(session ? "ending the session in" : "killing") \(machine)\r\n")
+            }
             _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
             stdinOpen = false
             return

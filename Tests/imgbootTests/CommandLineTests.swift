@@ -320,6 +320,17 @@ struct CommandLineContainerTests {
         let plain = try Harness.imgboot(["run", image.path, "echo", "container-says-hi"])
         image.leftovers.expectNone(imageUnchanged: true)
         #expect(plain.stdout == "container-says-hi\n" && plain.stderr.isEmpty, "\(plain.stderr)")
+
+        // enter: Ctrl-] ends the session, and the hint says so (machinectl's words).
+        let running = try BackgroundProcess([Harness.binary, "run", image.path, "sleep", "1000"])
+        defer { running.kill() }
+        _ = try MachinesTests.waitUntilListed(image.machine, running)
+        let entered = Harness.run(["/usr/bin/script", "-qec", "\(Harness.binary) enter \(image.machine) echo entered-says-hi", "/dev/null"], stdin: "")
+        #expect(entered.stdout.hasPrefix("Press Ctrl-] three times within 1s to exit session.\r\n"), "\(entered.stdout.debugDescription)")
+        #expect(entered.stdout.contains("entered-says-hi"))
+        running.signal(SIGTERM)
+        #expect(running.exitStatus(within: MachinesTests.limit) != nil)
+        image.leftovers.expectNone(imageUnchanged: true)
     }
 
     /// -q on boot: no ready line (the machine is ready all the same: enter finds systemd
