@@ -66,6 +66,11 @@ enum CommandLineHabits {
         if !command.hasPrefix("-") && !commandNames.contains(command) {
             throw CommandError(description: unknownCommand(command))
         }
+        // `imgboot help inspec` would print the overview, as if nothing were wrong.
+        if command == "help", arguments.count > 1, let topic = arguments.dropFirst().first(where: { !$0.hasPrefix("-") }),
+           !commandNames.contains(topic) {
+            throw CommandError(description: unknownCommand(topic))
+        }
         let args = arguments
         guard let shape = shapes[command] else {
             let end = args.firstIndex(of: "--") ?? args.endIndex

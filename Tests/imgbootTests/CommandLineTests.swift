@@ -133,10 +133,12 @@ struct CommandLineTests {
     /// A mistyped command: one line, the nearest command (or the list), 125, nothing on stdout.
     @Test(arguments: typos)
     func unknownCommand(_ typo: Typo) throws {
-        let out = try Harness.imgboot([typo.typed, "disk.raw"])
-        #expect(out.status == 125)
-        #expect(out.stderr == typo.message + "\n")
-        #expect(out.stdout.isEmpty)
+        for arguments in [[typo.typed, "disk.raw"], ["help", typo.typed]] {
+            let out = try Harness.imgboot(arguments)
+            #expect(out.status == 125)
+            #expect(out.stderr == typo.message + "\n")
+            #expect(out.stdout.isEmpty)
+        }
     }
 
     /// A timeout that is not a positive number of seconds, negative ones included (not taken for
