@@ -76,8 +76,10 @@ public enum Container {
         let filter = try SyscallFilter.program(keeping: keep)
         let initFD = spec.boot ? -1 : try ContainerInit.memfd(subject: image)
         defer { if initFD >= 0 { close(initFD) } }
-        // boot: argv[0] is replaced by the init the tree has (the go byte says which).
-        let command = spec.boot ? [initPaths[0]] + spec.arguments : (spec.arguments.isEmpty ? ["/bin/sh"] : spec.arguments)
+        // boot: argv[0] is replaced by the init the tree has (the go byte says which). run
+        // without a command: root's login shell, read from the tree once it is mounted, is sent
+        // to the child after the go byte.
+        var command = spec.boot ? [initPaths[0]] + spec.arguments : (spec.arguments.isEmpty ? LoginShell.fallback : spec.arguments)
         let argv = spec.boot ? command : [ContainerInit.name] + command
         // The whole plan: the image's mounts, then what the container gets around them. (A user
         // namespace cannot mount sysfs for the host's network namespace: imgboot does.)
@@ -115,7 +117,7 @@ public enum Container {
         if users != nil && users?.base != 0 && idmap < 0 {
             throw BootError(image: image, "open the container's user namespace", errno: errno)
         }
-        var go: UInt8 = 1
+        var go = UInt8(IMGBOOT_GO)
         let notify = try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> Int32 in
             guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
                 throw BootError(image: image, "make the container's mount namespace a slave", errno: errno)
@@ -134,7 +136,12 @@ public enum Container {
             for warning in tree.warnings { logger.warning("\(image): \(warning)") }
             // The mounts hold the loop devices now.
             attached.close()
-            if spec.boot { go = try initChoice(spec, root: treeDirectory) }
+            if spec.boot {
+                go = try initChoice(spec, root: treeDirectory)
+            } else if spec.arguments.isEmpty {
+                command = loginShell(root: treeDirectory)
+                go = UInt8(IMGBOOT_GO_COMMAND)
+            }
             return tree.notifySocket
         }
         defer { if notify >= 0 { close(notify) } }
@@ -147,14 +154,15 @@ public enum Container {
 
         // The child waits for this byte: its maps are written, it is placed in its cgroups, its
         // tree is mounted, and it may go on.
-        _ = write(child.sync, &go, 1)
+        let start = [go] + (go == UInt8(IMGBOOT_GO_COMMAND) && !spec.boot ? commandMessage(command) : [])
+        _ = write(child.sync, start, start.count)
         close(child.sync)
         started = true
         clock.lap("spawn")
 
         let supervisor = Supervisor(
             machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: notify,
-            console: console, signals: signals, started: clock.start, logger: logger,
+            console: console, signals: signals, started: clock.start, quiet: spec.quiet, logger: logger,
             killSignal: spec.killSignal ?? imgboot_sigrtmin() + 3, stopTimeout: spec.stopTimeout)
         let outcome = supervisor.run()
         clock.lap("run")
@@ -228,6 +236,26 @@ public enum Container {
             if access(file.procPath, X_OK) == 0 { return UInt8(index + 1) }
         }
         throw BootError(image: spec.image.image, "no init to boot: none of \(initPaths.joined(separator: ", ")) is in the image (use `imgboot run` to run a command)")
+    }
+
+    /// Root's login shell in the mounted tree at `root` (`/bin/sh` when it names none, or one
+    /// that is not there). Bounded so that its message fits the child's buffer.
+    private static func loginShell(root: String) -> [String] {
+        let top = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard top >= 0 else { return LoginShell.fallback }
+        defer { close(top) }
+        let shell = LoginShell.resolve(inTree: top)
+        let length = commandMessage(shell).count - 2
+        return length <= Int(IMGBOOT_COMMAND_MAX) && shell.count <= Int(IMGBOOT_COMMAND_WORDS) ? shell : LoginShell.fallback
+    }
+
+    /// The words that follow IMGBOOT_GO_COMMAND (container.c): their length, 16 bits
+    /// little-endian, then each NUL-terminated. With the go byte, within PIPE_BUF: one write.
+    private static func commandMessage(_ words: [String]) -> [UInt8] {
+        var body: [UInt8] = []
+        for word in words { body += Array(word.utf8) + [0] }
+        let length = [UInt8(truncatingIfNeeded: body.count), UInt8(truncatingIfNeeded: body.count >> 8)]
+        return length + body
     }
 
     private static func makeEnvironment(_ spec: ContainerSpec, console: Console) -> [String] {

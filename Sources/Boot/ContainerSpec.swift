@@ -42,6 +42,9 @@ public struct ContainerSpec: Sendable {
     /// `boot`: how long the init has, from that signal, to end before it is killed
     /// (`--stop-timeout`).
     public var stopTimeout: Double
+    /// `-q`: no notices of imgboot's own on stderr (the start hint, the ready line); errors
+    /// are still reported.
+    public var quiet: Bool
 
     /// The default of `stopTimeout`: as long as a systemd needs to halt with a slow unit or two,
     /// short enough that an init that ignores the signal does not keep a user or a CI job waiting
@@ -52,7 +55,7 @@ public struct ContainerSpec: Sendable {
         image: DissectedImage, plan: MountPlan, machine: String, machineNameIsExplicit: Bool = false,
         hostname: String?, arguments: [String], boot: Bool, environment: [String] = [], binds: [Bind] = [],
         privateNetwork: Bool = false, privateUsers: PrivateUsers = .no, console: Console? = nil,
-        killSignal: Int32? = nil, stopTimeout: Double = ContainerSpec.defaultStopTimeout
+        killSignal: Int32? = nil, stopTimeout: Double = ContainerSpec.defaultStopTimeout, quiet: Bool = false
     ) {
         self.image = image
         self.plan = plan
@@ -68,6 +71,7 @@ public struct ContainerSpec: Sendable {
         self.console = console
         self.killSignal = killSignal
         self.stopTimeout = stopTimeout
+        self.quiet = quiet
     }
 
     /// A host path mounted into the container: `--bind=SRC[:DST[:ro]]`, `--bind-ro=SRC[:DST]`.

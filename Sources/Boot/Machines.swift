@@ -20,7 +20,7 @@ public enum Machines {
         let cgroup = machine.cgroup.map { open($0, O_DIRECTORY | O_RDONLY | O_CLOEXEC) } ?? -1
         defer { if cgroup >= 0 { close(cgroup) } }
 
-        let command = command.isEmpty ? ["/bin/sh"] : command
+        let command = command.isEmpty ? loginShell(machine.leaderPID, leader: leader.fd) : command
         let console = try Console.open(boot: false, requested: nil, subject: name)
         defer { console.restore() }
         var env = [
@@ -63,7 +63,8 @@ public enum Machines {
         defer { close(pidfd) }
         let outcome = Supervisor(
             machine: name, boot: false, pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], notify: -1,
-            console: console, signals: signals, started: StageClock.now(), logger: logger
+            console: console, signals: signals, started: StageClock.now(),
+            session: true, logger: logger
         ).run()
         return try outcome.exitStatus(boot: false, subject: name, argv: command)
     }
@@ -97,6 +98,18 @@ public enum Machines {
         }
         if stillRegistered() { clean = false }
         return clean
+    }
+
+    /// Root's login shell in the running machine whose leader is `pid` (proven by `pidfd`),
+    /// read through the leader's root directory: /etc/passwd and the shell resolved inside the
+    /// machine's tree, whatever it has made of it since it started.
+    static func loginShell(_ pid: pid_t, leader pidfd: Int32) -> [String] {
+        let root = open("/proc/\(pid)/root", Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { return LoginShell.fallback }
+        defer { close(root) }
+        // Still alive after the open: the PID was the leader's when /proc resolved it.
+        guard imgboot_pidfd_send_signal(pidfd, 0) == 0 else { return LoginShell.fallback }
+        return LoginShell.resolve(inTree: root)
     }
 
     /// Whether the process `pid` is in a user namespace other than imgboot's (the machine runs

@@ -20,6 +20,11 @@ final class Supervisor {
     let console: Console
     let signals: Signals
     let started: Double
+    /// `-q`: none of imgboot's own notices (the start hint, the ready line); errors still.
+    let quiet: Bool
+    /// `enter`: the process is a session in a running machine, which Ctrl-] ends (not the
+    /// machine itself).
+    let session: Bool
     let logger: Logger
     /// `boot`: what asks the init to stop, and how long it has to end after that.
     let killSignal: Int32
@@ -37,8 +42,8 @@ final class Supervisor {
     private var killDeadline: Double?
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
-         signals: Signals, started: Double, logger: Logger, killSignal: Int32 = SIGKILL,
-         stopTimeout: Double = ContainerSpec.defaultStopTimeout) {
+         signals: Signals, started: Double, quiet: Bool = false, session: Bool = false, logger: Logger,
+         killSignal: Int32 = SIGKILL, stopTimeout: Double = ContainerSpec.defaultStopTimeout) {
         self.machine = machine
         self.boot = boot
         self.pid = pid
@@ -48,6 +53,8 @@ final class Supervisor {
         self.console = console
         self.signals = signals
         self.started = started
+        self.quiet = quiet
+        self.session = session
         self.logger = logger
         self.killSignal = killSignal
         self.stopTimeout = stopTimeout
@@ -67,6 +74,12 @@ final class Supervisor {
 
     func run() -> Outcome {
         defer { if errorPipe >= 0 { close(errorPipe) } }
+        // What Ctrl-] three times does, in nspawn's (and machinectl's) words: before anything of
+        // the container's reaches the terminal, all of which passes the relay below. (The
+        // terminal is in raw mode: the line ends with a carriage return too.)
+        if !quiet && console.mode == .interactive && isatty(0) == 1 {
+            writeStderr("Press Ctrl-] three times within 1s to \(session ? "exit session" : "kill container").\r\n")
+        }
         while true {
             var fds: [pollfd] = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0),
                                  pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
@@ -196,7 +209,7 @@ final class Supervisor {
                 if line == "READY=1" && !ready {
                     ready = true
                     let seconds = StageClock.now() - started
-                    writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n")
+                    if !quiet { writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n") }
                 } else if line.hasPrefix("STATUS=") {
                     logger.debug("\(machine): \(line.dropFirst(7))")
                 }
@@ -223,7 +236,9 @@ final class Supervisor {
             return
         }
         if console.mode == .interactive && countEscapes(buffer[0..<n]) {
-            writeStderr("\r\nimgboot: Ctrl-] pressed three times: killing \(machine)\r\n")
+            if !quiet {
+                writeStderr("\r\nimgboot: Ctrl-] pressed three times: \(session ? "ending the session in" : "killing") \(machine)\r\n")
+            }
             _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
             stdinOpen = false
             return

@@ -286,6 +286,44 @@ static _Noreturn void exec_init(int console_fd, int streams, int init_fd, char *
     fail(IMGBOOT_STEP_INIT);
 }
 
+/// Reads exactly `length` bytes from `fd`; whether it could.
+static int read_exactly(int fd, void *buffer, size_t length) {
+    size_t done = 0;
+    while (done < length) {
+        ssize_t n = read(fd, (char *)buffer + done, length - done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return 0;
+        done += (size_t)n;
+    }
+    return 1;
+}
+
+/// The command that follows IMGBOOT_GO_COMMAND on `fd`, as argv: `argv0`, the words, NULL.
+/// NULL when the message is malformed.
+static char **read_command(int fd, char *argv0) {
+    // This process's own copy of memory: static storage is safe to fill and to exec from.
+    static char text[IMGBOOT_COMMAND_MAX];
+    static char *argv[IMGBOOT_COMMAND_WORDS + 2];
+    unsigned char header[2];
+    if (!read_exactly(fd, header, sizeof header))
+        return NULL;
+    size_t length = (size_t)header[0] | (size_t)header[1] << 8;
+    if (length == 0 || length > sizeof text || !read_exactly(fd, text, length) || text[length - 1] != '\0')
+        return NULL;
+    size_t count = 0;
+    argv[count++] = argv0;
+    for (size_t start = 0; start < length; ) {
+        if (count > IMGBOOT_COMMAND_WORDS)
+            return NULL;
+        argv[count++] = text + start;
+        start += strlen(text + start) + 1;
+    }
+    argv[count] = NULL;
+    return argv;
+}
+
 static _Noreturn void child(const struct imgboot_container *c) {
     error_fd = c->error_fd;
     // If imgboot dies, so does the container (and with it every mount and loop device).
@@ -297,6 +335,9 @@ static _Noreturn void child(const struct imgboot_container *c) {
         n = read(c->sync_fd, &go, 1);
     } while (n < 0 && errno == EINTR);
     if (n != 1)
+        _exit(125);
+    char **argv = (char **)c->argv;
+    if (!c->boot && go == IMGBOOT_GO_COMMAND && !(argv = read_command(c->sync_fd, argv[0])))
         _exit(125);
     close(c->sync_fd);
     reset_signals();
@@ -311,7 +352,6 @@ static _Noreturn void child(const struct imgboot_container *c) {
     if (c->user_namespace)
         become_namespace_root(c->parent_pidfd);
     // This copy of the caller's memory is the child's own: the init the caller chose goes in.
-    char **argv = (char **)c->argv;
     if (c->boot && c->init_paths && go >= 1)
         argv[0] = (char *)c->init_paths[go - 1];
 

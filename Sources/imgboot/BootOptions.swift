@@ -3,44 +3,41 @@ import Boot
 import Dissect
 import Mount
 
-/// The options `run`, `boot` (and `smoke`) share, named as systemd-nspawn names them.
+/// The options `run`, `boot` and `smoke` share, named as systemd-nspawn names them. (What
+/// only `run` and `boot` take is in `MachineOptions`: smoke names its machines itself.)
 struct BootOptions: ParsableArguments {
     @OptionGroup var layering: LayeringOptions
-
-    @Option(help: ArgumentHelp("The machine's name (default: the image's file name without .raw).", valueName: "name"))
-    var machine: String?
 
     @Option(help: ArgumentHelp("The container's hostname (default: the machine's name).", valueName: "name"))
     var hostname: String?
 
-    @Option(name: .customLong("setenv"), help: ArgumentHelp("Set an environment variable in the container (repeatable).", valueName: "VAR=VALUE"))
+    @Option(name: [.customLong("setenv"), .customShort("E", allowingJoined: true)],
+            help: ArgumentHelp("Set an environment variable in the container (repeatable).", valueName: "VAR=VALUE"))
     var environment: [String] = []
 
-    @Option(name: .customLong("bind"), help: ArgumentHelp("Bind-mount a host path into the container (repeatable; OPTIONS: ro or rw).", valueName: "SRC[:DST[:OPTIONS]]"))
+    @Option(name: .customLong("bind"),
+            help: ArgumentHelp("Bind-mount a host path into the container (repeatable; OPTIONS: ro, rw, idmap, noidmap).",
+                               valueName: "SRC[:DST[:OPTIONS]]"),
+            completion: .file())
     var binds: [String] = []
 
-    @Option(name: .customLong("bind-ro"), help: ArgumentHelp("Bind-mount a host path read-only (repeatable).", valueName: "SRC[:DST]"))
+    @Option(name: .customLong("bind-ro"), help: ArgumentHelp("Bind-mount a host path read-only (repeatable).", valueName: "SRC[:DST[:OPTIONS]]"),
+            completion: .file())
     var readOnlyBinds: [String] = []
 
     @Flag(help: "Give the container its own network with only lo (up).")
     var privateNetwork = false
 
     @Option(help: ArgumentHelp(
-        "The container's users: pick (default: a free range of 65536 host UIDs/GIDs, root inside is nobody outside), no (root inside is root), identity, or UID[:COUNT].",
+        "The container's users (default: pick); also UID[:COUNT], that range of host IDs:",
         valueName: "mode"))
     var privateUsers: PrivateUsers?
 
     @Flag(name: .customShort("U"), help: "Short for --private-users=pick.")
     var pickUsers = false
 
-    @Flag(help: "Print the mount plan and do nothing.")
-    var dryRun = false
-
     func validate() throws {
         try layering.validate()
-        if let machine, !ContainerSpec.isValidMachineName(machine) {
-            throw ValidationError("--machine=\(machine): a machine name has 1 to 64 letters, digits, '-', '_' or '.'")
-        }
         if let hostname, !ContainerSpec.isValidMachineName(hostname) {
             throw ValidationError("--hostname=\(hostname): a hostname has 1 to 64 letters, digits, '-', '_' or '.'")
         }
@@ -83,7 +80,9 @@ struct BootOptions: ParsableArguments {
     }
 
     /// Dissects the image and makes the container's spec (default mode: overlay).
-    func spec(image: String, arguments: [String], boot: Bool, console: ContainerSpec.Console?, logger: Logger) throws -> ContainerSpec {
+    func spec(image: String, machine options: MachineOptions, arguments: [String], boot: Bool,
+              console: ContainerSpec.Console?, logger: Logger) throws -> ContainerSpec {
+        let machine = options.machine
         let start = monotonicSeconds()
         let dissected = try DissectedImage.dissect(path: image, logger: logger)
         logger.debug("\(stageLine("dissect", since: start))")
@@ -93,7 +92,27 @@ struct BootOptions: ParsableArguments {
             image: dissected, plan: plan, machine: machine ?? ContainerSpec.defaultMachineName(image: image),
             machineNameIsExplicit: machine != nil, hostname: hostname, arguments: arguments,
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
-            privateUsers: users, console: console)
+            privateUsers: users, console: console, quiet: options.quiet)
+    }
+}
+
+/// What only `run` and `boot` take: a machine of one's own naming, a quiet start, a dry run.
+struct MachineOptions: ParsableArguments {
+    @Option(name: [.customLong("machine"), .customShort("M", allowingJoined: true)],
+            help: ArgumentHelp("The machine's name (default: the image's file name without .raw).", valueName: "name"))
+    var machine: String?
+
+    @Flag(name: .shortAndLong,
+          help: "No notices of imgboot's own (the Ctrl-] hint, the ready line, warnings); errors still.")
+    var quiet = false
+
+    @Flag(help: "Print the mount plan and do nothing.")
+    var dryRun = false
+
+    func validate() throws {
+        if let machine, !ContainerSpec.isValidMachineName(machine) {
+            throw ValidationError("--machine=\(machine): a machine name has 1 to 64 letters, digits, '-', '_' or '.'")
+        }
     }
 }
 
@@ -102,4 +121,11 @@ import Logging
 extension PrivateUsers: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
     public static var allValueStrings: [String] { ["pick", "no", "identity"] }
+    public static var allValueDescriptions: [String: String] {
+        [
+            "pick": "a free range of 65536 host UIDs and GIDs: root inside is nobody outside",
+            "no": "no user namespace: root inside is root outside",
+            "identity": "the host's IDs, with capabilities over the container's own namespaces only",
+        ]
+    }
 }

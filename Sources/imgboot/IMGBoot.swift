@@ -10,10 +10,19 @@ import Glibc
 struct IMGBoot: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "imgboot",
-        abstract: "Inspect, mount and boot raw disk images — ephemerally, without systemd or udev.",
+        abstract: "Inspect, mount and boot raw disk images, ephemerally, without systemd or udev.",
         discussion: """
             Exit status: 125 when imgboot itself fails (bad image, bad option, missing \
-            privilege), after a one-line message on stderr.
+            privilege), after a one-line message on stderr. `imgboot help COMMAND` (or \
+            `imgboot COMMAND --help`) tells more of each command.
+
+            EXAMPLES:
+              imgboot inspect disk.raw                what is inside
+              imgboot run disk.raw                    a shell in a container of it
+              imgboot run disk.raw make -C /src test  a command; its exit status
+              imgboot boot disk.raw                   boot its systemd
+              imgboot mount --read-only disk.raw /mnt browse it on the host
+              imgboot smoke --junit out.xml *.raw     do they boot, and work?
             """,
         version: "0.1.0",
         subcommands: [Inspect.self, MountImage.self, UnmountImage.self, Run.self, Boot.self, SmokeTest.self, List.self, Enter.self, Stop.self,
@@ -29,7 +38,9 @@ struct IMGBoot: ParsableCommand {
         _ = Clock.start  // log times count from here
         refuseArgumentsThatAreNotUTF8()
         do {
-            var command = try parseAsRoot(normalizedArguments(Array(CommandLine.arguments.dropFirst())))
+            let line = try CommandLineHabits.normalize(Array(CommandLine.arguments.dropFirst()))
+            var command = try parseAsRoot(line.arguments)
+            if !line.quiet { for note in line.notes { writeError(note) } }
             try command.run()
             Glibc.exit(0)
         } catch let status as ExitCode {
@@ -64,26 +75,6 @@ func refuseArgumentsThatAreNotUTF8() {
             Glibc.exit(IMGBoot.failureStatus)
         }
     }
-}
-
-/// nspawn's spelling: a bare `--volatile` means `--volatile=yes` (a mode must be given with
-/// `=`, as getopt's optional arguments are); and `inspect`'s bare `--json`, which once was a
-/// flag, means `--json=short`. Only options before `--` are touched.
-func normalizedArguments(_ arguments: [String]) -> [String] {
-    var result: [String] = []
-    var options = true
-    let inspect = arguments.first == "inspect"
-    for argument in arguments {
-        if argument == "--" { options = false }
-        if options && argument == "--volatile" {
-            result.append("--volatile=yes")
-        } else if options && inspect && argument == "--json" {
-            result.append("--json=short")
-        } else {
-            result.append(argument)
-        }
-    }
-    return result
 }
 
 /// `printable(_:)` for text of several lines: each line escaped, the newlines between kept.

@@ -19,11 +19,16 @@ extension IMGBoot {
                 mounted read-only where only imgboot can see it (never in the host's mount table). Partitions \
                 are recognised by their GPT type UUIDs (Discoverable Partitions Specification); \
                 the MOUNT column says where each would be mounted by `imgboot mount` and `run`.
+
+                EXAMPLES:
+                  imgboot inspect disk.raw
+                  imgboot inspect --json disk.raw | jq '.partitions[].fsType'
+                  imgboot inspect /dev/sdb
                 """)
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: "The raw disk image (or block device) to inspect.")
+        @Argument(help: "The raw disk image (or block device) to inspect.", completion: IMGBoot.imageCompletion)
         var image: String
 
         @Option(help: ArgumentHelp(

@@ -13,7 +13,14 @@ extension IMGBoot {
             // Named here, not derived from the type: deriving it costs a scan of every protocol
             // conformance in the binary at each start-up.
             commandName: "list",
-            abstract: "List the running machines (every imgboot run and boot).")
+            abstract: "List the running machines (every imgboot run and boot).",
+            discussion: """
+                Needs root: imgboot's state is root's alone.
+
+                EXAMPLES:
+                  imgboot list
+                  imgboot list --json
+                """)
 
         @OptionGroup var global: GlobalOptions
 
@@ -73,27 +80,36 @@ extension IMGBoot {
             // Named here, not derived from the type: deriving it costs a scan of every protocol
             // conformance in the binary at each start-up.
             commandName: "enter",
-            abstract: "Run a command (default: a shell) inside a running machine.",
+            abstract: "Run a command (default: root's login shell) inside a running machine.",
             discussion: """
                 The command joins the machine's namespaces, root and cgroup, with the container's \
                 capability set and a clean environment (container=imgboot, PATH, TERM, HOME, USER). \
-                Exit status as `run`: the command's, 128+N if killed by signal N, 127/126 when \
-                it cannot be executed; 125 when imgboot cannot (no such machine).
+                Everything after NAME that is not an option of imgboot's is the command; without \
+                one, root's login shell from the machine's /etc/passwd runs (/bin/sh if it names \
+                none that exists). Exit status as `run`: the command's, 128+N if killed by signal \
+                N, 127/126 when it cannot be executed; 125 when imgboot cannot (no such machine).
+
+                EXAMPLES:
+                  imgboot enter debian                    a shell in the machine
+                  imgboot enter debian systemctl --failed a command
+                  imgboot enter debian -- systemctl --failed   the same
+                  imgboot enter -E LANG=C.UTF-8 debian journalctl -b
                 """)
 
         @OptionGroup var global: GlobalOptions
 
-        @Option(name: .customLong("setenv"), help: ArgumentHelp("Set an environment variable (repeatable).", valueName: "VAR=VALUE"))
+        @Option(name: [.customLong("setenv"), .customShort("E", allowingJoined: true)],
+                help: ArgumentHelp("Set an environment variable (repeatable).", valueName: "VAR=VALUE"))
         var environment: [String] = []
 
-        @Argument(help: "The machine's name (see imgboot list).")
+        @Argument(help: "The machine's name (see imgboot list).", completion: IMGBoot.machineCompletion)
         var machine: String
 
-        @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "command"))
+        @Argument(parsing: .remaining, help: ArgumentHelp("The command and its arguments.", valueName: "command"))
         var command: [String] = []
 
         func run() throws {
-            try requireRoot(machine, "entering a machine")
+            try requireRoot(machine, "entering a machine", why: "the machine's namespaces, and imgboot's state")
             throw ExitCode(try Machines.enter(machine, command: command, environment: environment, logger: global.makeLogger()))
         }
     }
@@ -109,22 +125,25 @@ extension IMGBoot {
                 command gets SIGTERM. Returns once imgboot has torn the machine down (loop devices \
                 detached, cgroup removed). Exit status 0 when it stopped in time, 1 when it had \
                 to be killed.
+
+                EXAMPLES:
+                  imgboot stop debian
+                  imgboot stop --timeout 5 build-1
                 """)
 
         @OptionGroup var global: GlobalOptions
 
-        @Option(help: ArgumentHelp("Seconds to wait before killing it.", valueName: "seconds"))
+        // .unconditional: "-5" is the value (refused with the reason), not an option.
+        @Option(parsing: .unconditional, help: ArgumentHelp("Seconds to wait before killing it.", valueName: "seconds"))
         var timeout: Double = 30
 
-        @Argument(help: "The machine's name (see imgboot list).")
+        @Argument(help: "The machine's name (see imgboot list).", completion: IMGBoot.machineCompletion)
         var machine: String
 
-        func validate() throws {
-            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-        }
+        func validate() throws { try validateTimeout(timeout) }
 
         func run() throws {
-            try requireRoot(machine, "stopping a machine")
+            try requireRoot(machine, "stopping a machine", why: "the machine's processes, and imgboot's state")
             if !(try Machines.stop(machine, timeout: timeout, logger: global.makeLogger())) { throw ExitCode(1) }
         }
     }

@@ -15,20 +15,26 @@ extension IMGBoot {
             abstract: "Mount an image's tree on a directory of the host, to browse it.",
             discussion: """
                 Like `systemd-dissect --mount`: the partitions are mounted where the image says \
-                (root on DIR, /usr, /home, /srv, …) in the host's mount namespace. \
+                (root on DIR, /usr, /home, /srv, ...) in the host's mount namespace. \
                 `imgboot umount DIR` takes it all down again. Default --volatile=no: the image \
                 is written only if you write to the tree; add --read-only to prevent that. Every \
                 mount of the tree is nosuid and nodev: a setuid program in the image gives no \
                 one its owner's rights (see --suid).
+
+                EXAMPLES:
+                  imgboot mount --read-only disk.raw /mnt browse, change nothing
+                  imgboot mount disk.raw /mnt             edit the image's files
+                  imgboot mount --volatile=overlay disk.raw /mnt    changes in RAM
+                  imgboot mount --dry-run disk.raw /mnt   the mount plan only
                 """)
 
         @OptionGroup var global: GlobalOptions
         @OptionGroup var layering: LayeringOptions
 
-        @Argument(help: "The raw disk image (or block device) to mount.")
+        @Argument(help: "The raw disk image (or block device) to mount.", completion: IMGBoot.imageCompletion)
         var image: String
 
-        @Argument(help: "The directory to mount it on (must exist).")
+        @Argument(help: "The directory to mount it on (must exist).", completion: .directory)
         var directory: String
 
         @Flag(help: ArgumentHelp(
@@ -92,11 +98,14 @@ extension IMGBoot {
                 Only a tree imgboot mount made: a directory it has no record of, or where the \
                 mount it made has been replaced or mounted over, is refused and nothing is \
                 unmounted.
+
+                EXAMPLES:
+                  imgboot umount /mnt
                 """)
 
         @OptionGroup var global: GlobalOptions
 
-        @Argument(help: "The directory the image is mounted on.")
+        @Argument(help: "The directory the image is mounted on.", completion: .directory)
         var directory: String
 
         func run() throws {
@@ -109,10 +118,9 @@ extension IMGBoot {
 
 /// Options that choose how the tree is layered (`mount`, `run`, `boot`, `smoke`).
 struct LayeringOptions: ParsableArguments {
-    @Option(
-        help: ArgumentHelp(
-            "How much may change: no (the image as it is), yes (tmpfs root, the image's /usr read-only), state (the image read-only, a fresh /var), overlay (changes kept in RAM). A bare --volatile means yes.",
-            valueName: "mode"))
+    @Option(help: ArgumentHelp(
+        "How much may change (default: no for mount, overlay for run, boot and smoke; a bare --volatile means yes):",
+        valueName: "mode"))
     var volatile: VolatileMode?
 
     @Flag(help: "Mount everything read-only (only without a volatile mode, which never writes the image anyway).")
@@ -133,7 +141,16 @@ struct LayeringOptions: ParsableArguments {
 
 extension VolatileMode: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
-    public static var allValueStrings: [String] { ["yes", "no", "state", "overlay"] }
+    public static var allValueStrings: [String] { ["no", "yes", "state", "overlay"] }
+    // Listed by swift-argument-parser under the option, each once with what it means.
+    public static var allValueDescriptions: [String: String] {
+        [
+            "no": "the image as it is (written, unless --read-only)",
+            "yes": "a fresh tmpfs root with the image's /usr read-only",
+            "state": "the image read-only, with a fresh /var",
+            "overlay": "the image below, changes kept in RAM",
+        ]
+    }
 }
 
 /// A failure of imgboot's own about the command line's paths or privileges.
@@ -141,9 +158,17 @@ struct CommandError: IMGBootError {
     let description: String
 }
 
-func requireRoot(_ subject: String, _ what: String) throws {
+/// Root or a one-line error that says why: `why` names what the command needs root for.
+func requireRoot(_ subject: String, _ what: String, why: String = "loop devices, mounts and namespaces") throws {
     guard geteuid() == 0 else {
-        throw CommandError(description: "\(subject): \(what) needs root (loop devices, mounts and namespaces)")
+        throw CommandError(description: "\(subject): \(what) needs root (\(why))")
+    }
+}
+
+/// A timeout is a positive, finite number of seconds.
+func validateTimeout(_ seconds: Double) throws {
+    guard seconds.isFinite, seconds > 0 else {
+        throw ValidationError("--timeout \(seconds): must be a positive number of seconds")
     }
 }
 

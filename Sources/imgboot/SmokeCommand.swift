@@ -19,7 +19,14 @@ extension IMGBoot {
                 no unit failed, and it powered off cleanly. An image without systemd runs each \
                 check in a fresh container and passes when every check exits 0. Default \
                 --volatile=overlay: smoke never writes an image. Exit status 0 when every image \
-                passed, 1 when any failed, 125 when imgboot itself could not run.
+                passed, 1 when any failed, 125 when imgboot itself could not run. Every image \
+                gets a machine name of its own (its default name and a random suffix).
+
+                EXAMPLES:
+                  imgboot smoke debian.raw
+                  imgboot smoke --check 'systemctl is-system-running --wait' build/*.raw
+                  imgboot smoke --junit out.xml --timeout 120 --jobs 2 build/*.raw
+                  imgboot smoke --json --check 'test -s /etc/os-release' a.raw b.raw
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -28,28 +35,28 @@ extension IMGBoot {
         @Option(name: .customLong("check"), help: ArgumentHelp("A shell command that must exit 0 inside the machine (repeatable).", valueName: "cmd"))
         var checks: [String] = []
 
-        @Option(help: ArgumentHelp("Seconds to wait for readiness, and for each check, before failing.", valueName: "seconds"))
+        // .unconditional: "-5" is the value (refused below, with the reason), not an option.
+        @Option(parsing: .unconditional,
+                help: ArgumentHelp("Seconds to wait for readiness, and for each check, before failing.", valueName: "seconds"))
         var timeout: Double = 60
 
-        @Option(help: ArgumentHelp("How many images to test at once (default: the number of CPUs).", valueName: "n"))
+        @Option(parsing: .unconditional,
+                help: ArgumentHelp("How many images to test at once (default: the number of CPUs).", valueName: "n"))
         var jobs: Int?
 
         @Flag(help: "Print one JSON object with the results on stdout.")
         var json = false
 
-        @Option(help: ArgumentHelp("Write JUnit XML results to this file.", valueName: "file"))
+        @Option(help: ArgumentHelp("Write JUnit XML results to this file.", valueName: "file"), completion: .file())
         var junit: String?
 
-        @Argument(help: "The images to test.")
+        @Argument(help: "The images to test.", completion: IMGBoot.imageCompletion)
         var images: [String]
 
         func validate() throws {
-            try options.validate()
             guard !images.isEmpty else { throw ValidationError("Missing expected argument '<images> ...'") }
-            guard timeout > 0 else { throw ValidationError("--timeout must be positive") }
-            if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1") }
-            if options.machine != nil { throw ValidationError("--machine: smoke gives every image a machine name of its own") }
-            if options.dryRun { throw ValidationError("--dry-run: not for smoke (use it with run or boot)") }
+            try validateTimeout(timeout)
+            if let jobs, jobs < 1 { throw ValidationError("--jobs \(jobs): must be at least 1") }
         }
 
         func run() throws {

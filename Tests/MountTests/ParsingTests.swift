@@ -152,3 +152,35 @@ struct MetadataCorpusTests {
         #expect(names == ["busybox-os-release", "debian-os-release", "hostile", "hostname", "machine-id", "quoting"])
     }
 }
+
+/// Root's login shell from an image's /etc/passwd: the words a container without a command runs.
+struct LoginShellTests {
+    struct Case: Sendable, CustomTestStringConvertible {
+        var passwd: String
+        var shell: [String]?
+        var testDescription: String { passwd.debugDescription }
+    }
+
+    static let cases: [Case] = [
+        .init(passwd: "root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/zsh\n", shell: ["/bin/bash"]),
+        .init(passwd: "daemon:x:1:1::/:/usr/sbin/nologin\nroot:x:0:0:root:/root:/bin/ash", shell: ["/bin/ash"]),
+        .init(passwd: "root:x:0:0:root:/root:/usr/bin/busybox sh\n", shell: ["/usr/bin/busybox", "sh"]),
+        .init(passwd: "root:x:0:0:root:/root:/usr/bin/busybox\t sh  -l\r\n", shell: ["/usr/bin/busybox", "sh", "-l"]),
+        // passwd(5): an empty shell field means /bin/sh.
+        .init(passwd: "root:x:0:0:root:/root:\n", shell: ["/bin/sh"]),
+        // The first root entry counts, as getpwnam finds it; a malformed line is skipped.
+        .init(passwd: "root:x:0:0\nroot:x:0:0:root:/root:/bin/first\nroot:x:0:0:root:/root:/bin/second\n", shell: ["/bin/first"]),
+        .init(passwd: "toor:x:0:0:root:/root:/bin/bash\n", shell: nil),
+        .init(passwd: "", shell: nil),
+        .init(passwd: "root:x:0:0:root:/root:bin/sh\n", shell: nil),
+        .init(passwd: "root:x:0:0:root:/root:/bin/sh\u{1b}[31m\n", shell: nil),
+        .init(passwd: "root:x:0:0:root:/root:/bin/s\u{0}h\n", shell: nil),
+        .init(passwd: "root:x:0:0:root:/root:/" + String(repeating: "a", count: 1100) + "\n", shell: nil),
+        .init(passwd: "root:x:0:0:root:/root:/bin/sh" + String(repeating: " a", count: 16) + "\n", shell: nil),
+    ]
+
+    @Test(arguments: cases)
+    func rootShell(_ c: Case) {
+        #expect(LoginShell.parse(passwd: c.passwd) == c.shell)
+    }
+}

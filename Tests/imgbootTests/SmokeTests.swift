@@ -312,11 +312,14 @@ struct SmokeUsageTests {
     }
 
     static let cases: [Case] = [
-        .init(arguments: ["--jobs", "0", "basic.raw"], message: "--jobs must be at least 1"),
+        .init(arguments: ["--jobs", "0", "basic.raw"], message: "--jobs 0: must be at least 1"),
+        .init(arguments: ["--jobs", "-2", "basic.raw"], message: "--jobs -2: must be at least 1"),
         .init(arguments: [], message: "Missing expected argument '<images> ...'"),
         .init(arguments: ["--check", "true"], message: "Missing expected argument '<images> ...'"),
-        .init(arguments: ["--machine=mine", "basic.raw"], message: "--machine: smoke gives every image a machine name of its own"),
-        .init(arguments: ["--timeout", "0", "basic.raw"], message: "--timeout must be positive"),
+        // Every image gets a machine name of its own: smoke does not offer --machine.
+        .init(arguments: ["--machine=mine", "basic.raw"], message: "Unknown option '--machine'"),
+        .init(arguments: ["--timeout", "0", "basic.raw"], message: "--timeout 0.0: must be a positive number of seconds"),
+        .init(arguments: ["--timeout", "-1", "basic.raw"], message: "--timeout -1.0: must be a positive number of seconds"),
     ]
 
     @Test(arguments: cases)

@@ -26,6 +26,8 @@ base_packages=(
                                               # the hardening tests, inspect's peak RSS
     strace bsdutils libc6-dev                 # hardening tests: stages held by strace, script(1)'s
                                               # pty, a static payload for containers
+    man-db zsh fish                           # tools/install's test: its manual pages render and
+                                              # its completions load and complete in each shell
 )
 
 # Installs whatever of "$@" is missing, with one apt-get update at most.

@@ -120,9 +120,20 @@ struct imgboot_container {
     int error_fd;
     /// Read end of a close-on-exec pipe: the child waits for one byte (see `init_paths`) before
     /// it does anything, so that the caller can write its maps, place it (cgroups) and mount
-    /// its tree in its mount namespace; end-of-file makes it exit quietly.
+    /// its tree in its mount namespace; end-of-file makes it exit quietly. Not `boot`: the byte
+    /// IMGBOOT_GO_COMMAND says that the command follows (see there).
     int sync_fd;
 };
+
+/// The go byte of a container that is not booted: run argv as it is.
+#define IMGBOOT_GO 1
+/// The go byte of a container that is not booted when the command was chosen from the mounted
+/// tree (root's login shell from its /etc/passwd): after the byte come the length of the words
+/// (16 bits, little-endian, at most IMGBOOT_COMMAND_MAX) and the words, each NUL-terminated, at
+/// most IMGBOOT_COMMAND_WORDS of them; they replace argv after argv[0] ("imgboot-init").
+#define IMGBOOT_GO_COMMAND 2
+#define IMGBOOT_COMMAND_MAX 2048
+#define IMGBOOT_COMMAND_WORDS 32
 
 /// How to run a command inside a running container (`imgboot enter`).
 struct imgboot_enter {
