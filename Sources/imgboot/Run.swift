@@ -34,14 +34,18 @@ extension IMGBoot {
         func validate() throws { try options.validate() }
 
         func run() throws {
-            let logger = global.makeLogger()
-            let spec = try options.spec(image: image, arguments: command, boot: false, console: nil, logger: logger)
-            if options.dryRun {
-                print(printableLines(spec.plan.description))
-                return
+            let notify = NotifySocket.fromEnvironment()
+            try reportingFailure(to: notify) {
+                let logger = global.makeLogger()
+                var spec = try options.spec(image: image, arguments: command, boot: false, console: nil, logger: logger)
+                if options.dryRun {
+                    print(printableLines(spec.plan.description))
+                    return
+                }
+                try requireRoot(image, "running a container")
+                spec.notifySocket = notify
+                throw ExitCode(try Container.run(spec, logger: logger))
             }
-            try requireRoot(image, "running a container")
-            throw ExitCode(try Container.run(spec, logger: logger))
         }
     }
 
@@ -56,7 +60,10 @@ extension IMGBoot {
                 /sbin/init. When it reports READY=1, imgboot prints "imgboot: MACHINE is ready \
                 (after N.NNN s)" on stderr. SIGTERM or SIGINT (Ctrl-C when not interactive) asks \
                 the init to halt; a second one kills it. Exit status 0 after a clean poweroff or \
-                halt, 133 after a reboot. Default --volatile=overlay.
+                halt, 133 after a reboot. Default --volatile=overlay. With $NOTIFY_SOCKET set, \
+                imgboot sends READY=1 there once the init runs (with --notify-ready=yes: when the \
+                init reports READY=1), passes on the init's STATUS=, and on its own failure sends \
+                STATUS=<the error> and X_IMGBOOT_ERROR=no-init or failed.
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -67,6 +74,16 @@ extension IMGBoot {
             valueName: "mode"))
         var console: ContainerSpec.Console?
 
+        @Option(help: ArgumentHelp(
+            "yes: READY=1 on $NOTIFY_SOCKET when the init reports it; no (default): as soon as the init runs.",
+            valueName: "yes|no"))
+        var notifyReady: YesNo = .no
+
+        @Option(name: .customLong("init"), help: ArgumentHelp(
+            "auto (default): systemd, else /sbin/init; systemd: only systemd (an image without it is an error, X_IMGBOOT_ERROR=no-init).",
+            valueName: "which"))
+        var initSelection: ContainerSpec.InitSelection = .auto
+
         @Argument(help: "The raw disk image (or block device).")
         var image: String
 
@@ -76,16 +93,49 @@ extension IMGBoot {
         func validate() throws { try options.validate() }
 
         func run() throws {
-            let logger = global.makeLogger()
-            let spec = try options.spec(image: image, arguments: initArguments, boot: true, console: console, logger: logger)
-            if options.dryRun {
-                print(printableLines(spec.plan.description))
-                return
+            let notify = NotifySocket.fromEnvironment()
+            try reportingFailure(to: notify) {
+                let logger = global.makeLogger()
+                var spec = try options.spec(image: image, arguments: initArguments, boot: true, console: console, logger: logger)
+                if options.dryRun {
+                    print(printableLines(spec.plan.description))
+                    return
+                }
+                try requireRoot(image, "booting a container")
+                spec.notifySocket = notify
+                spec.notifyReady = notifyReady == .yes
+                spec.initSelection = initSelection
+                throw ExitCode(try Container.run(spec, logger: logger))
             }
-            try requireRoot(image, "booting a container")
-            throw ExitCode(try Container.run(spec, logger: logger))
         }
     }
 }
 
+/// Runs `body`; when imgboot itself fails (its one-line errors, status 125), says so on the
+/// notify socket too, so that whoever started imgboot learns why without reading stderr.
+func reportingFailure(to notify: NotifySocket?, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as IMGBootError {
+        notify?.sendFailure(error)
+        throw error
+    }
+}
+
+/// nspawn's booleans: `yes`, `no` (and `true`/`false`, `on`/`off`, `1`/`0`).
+enum YesNo: String, ExpressibleByArgument, Sendable {
+    case yes, no
+
+    init?(argument: String) {
+        switch argument {
+        case "yes", "true", "on", "1": self = .yes
+        case "no", "false", "off", "0": self = .no
+        default: return nil
+        }
+    }
+
+    static var allValueStrings: [String] { ["yes", "no"] }
+}
+
 extension ContainerSpec.Console: ExpressibleByArgument {}
+extension ContainerSpec.InitSelection: ExpressibleByArgument {}
