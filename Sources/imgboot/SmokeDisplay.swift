@@ -13,11 +13,14 @@ import Glibc
 final class SmokeDisplay: Sendable {
     /// The images' paths, as printable(_:) shows them.
     private let images: [String]
+    /// Their file names, shown instead of the paths when a line would not fit.
+    private let fileNames: [String]
     private let live: Bool
     private let state: Mutex<State>
 
     private struct State {
-        var lines: [String]
+        /// Each image's steps so far.
+        var steps: [[String]]
         /// Where each image stands: nil waiting, false running, true done.
         var finished: [Bool?]
         var passed = 0
@@ -37,8 +40,9 @@ final class SmokeDisplay: Sendable {
     init(images: [String], live: Bool) {
         // Escaped once: a path is anyone's file name, and these lines are for a terminal.
         self.images = images.map(printable)
+        fileNames = images.map { printable(String($0.split(separator: "/").last ?? Substring($0))) }
         self.live = live
-        state = Mutex(State(lines: self.images.map { "\($0): waiting" }, finished: Array(repeating: nil, count: images.count)))
+        state = Mutex(State(steps: Array(repeating: [], count: images.count), finished: Array(repeating: nil, count: images.count)))
     }
 
     func show(_ index: Int, _ event: SmokeEvent) {
@@ -61,8 +65,7 @@ final class SmokeDisplay: Sendable {
                 writeError("\(images[index]): \(step)")
                 return
             }
-            let base = state.lines[index].hasSuffix(": waiting") ? "\(images[index]):" : state.lines[index]
-            state.lines[index] = base + (base.hasSuffix(":") ? " " : " → ") + step
+            state.steps[index].append(step)
             redraw(&state)
         }
     }
@@ -73,7 +76,7 @@ final class SmokeDisplay: Sendable {
             rows = 24
             columns = 80
         }
-        let frame = Self.frame(state, rows: Int(rows), columns: Int(columns))
+        let frame = frame(state, rows: Int(rows), columns: Int(columns))
         // Back to the first row of the last frame; each line rewritten; what the last frame
         // had below this one's end (the terminal shrank) cleared.
         var out = state.drawn > 0 ? "\u{1b}[\(state.drawn)A" : ""
@@ -86,27 +89,42 @@ final class SmokeDisplay: Sendable {
     /// The lines to show: every image's when they fit in the rows (one row is kept free, so
     /// that the last newline does not scroll the frame away), else a count of the others and
     /// the latest images that have started. Each line cut to fit in the columns.
-    private static func frame(_ state: State, rows: Int, columns: Int) -> [String] {
+    private func frame(_ state: State, rows: Int, columns: Int) -> [String] {
         let room = max(1, rows - 1)
+        let width = columns - 1
         var shown: [String]
-        if state.lines.count <= room {
-            shown = state.lines
+        if images.count <= room {
+            shown = images.indices.map { line($0, state.steps[$0], width: width) }
         } else {
             let window = max(1, room - 1)
             let latest = (state.finished.lastIndex { $0 != nil } ?? 0) + 1
-            let end = min(state.lines.count, max(latest, window))
+            let end = min(images.count, max(latest, window))
             let start = max(0, end - window)
             let running = state.finished.filter { $0 == false }.count
-            shown = ["\(start + 1)–\(end) of \(state.lines.count): \(state.passed) passed, \(state.failed) failed, \(running) running"]
-                + state.lines[start..<end]
+            shown = [Self.cut("\(start + 1)–\(end) of \(images.count): \(state.passed) passed, \(state.failed) failed, \(running) running", to: width)]
+                + (start..<end).map { line($0, state.steps[$0], width: width) }
         }
-        return shown.map { cut($0, to: columns - 1) }
+        return shown
     }
+
+    /// An image's line within `width` columns: its path and steps; if that is too wide, its
+    /// file name; then only its latest steps; then cut. What it is doing now stays in sight.
+    private func line(_ index: Int, _ steps: [String], width: Int) -> String {
+        func fits(_ text: String) -> Bool { Self.columns(text) <= width }
+        let all = steps.isEmpty ? "waiting" : steps.joined(separator: " → ")
+        for name in [images[index], fileNames[index]] where fits("\(name): \(all)") { return "\(name): \(all)" }
+        var kept = steps[...]
+        while kept.count > 1 && !fits("\(fileNames[index]): … → " + kept.joined(separator: " → ")) { kept = kept.dropFirst() }
+        let text = "\(fileNames[index]): " + (kept.count < steps.count ? "… → " : "") + (kept.isEmpty ? all : kept.joined(separator: " → "))
+        return Self.cut(text, to: width)
+    }
+
+    static func columns(_ text: String) -> Int { text.unicodeScalars.reduce(0) { $0 + columnsOf($1) } }
 
     /// `line` cut to `width` terminal columns, with `…` where it was cut.
     static func cut(_ line: String, to width: Int) -> String {
         guard width > 0 else { return "" }
-        guard line.unicodeScalars.reduce(0, { $0 + columnsOf($1) }) > width else { return line }
+        guard columns(line) > width else { return line }
         var used = 0
         var out = String.UnicodeScalarView()
         for scalar in line.unicodeScalars {
