@@ -57,6 +57,13 @@ int imgboot_window_size(int fd, unsigned short *rows, unsigned short *columns) {
     return 0;
 }
 
+int imgboot_ignore_sigpipe(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = SIG_IGN;
+    return sigaction(SIGPIPE, &action, NULL);
+}
+
 int imgboot_signalfd(const int *signals) {
     sigset_t set;
     sigemptyset(&set);

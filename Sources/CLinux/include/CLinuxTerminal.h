@@ -17,6 +17,10 @@ int imgboot_copy_window_size(int from, int to);
 /// after blocking them.
 int imgboot_signalfd(const int *signals);
 
+/// Ignores SIGPIPE: a write to a pipe nobody reads fails with EPIPE instead of killing the
+/// process. (Children that exec reset it: see reset_signals in container.c.)
+int imgboot_ignore_sigpipe(void);
+
 /// Reads one signal from a signalfd: returns its number, 0 when none is pending.
 int imgboot_signalfd_read(int fd);
 
