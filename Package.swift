@@ -58,19 +58,14 @@ let package = Package(
         // imgboot-init (Sources/ContainerInit/init.c, freestanding C): built and embedded in Boot.
         .plugin(name: "EmbedContainerInit", capability: .buildTool()),
 
-        .target(
-            name: "Smoke",
-            dependencies: [
-                "Dissect", "Mount", "Boot", "CLinux",
-                .product(name: "Logging", package: "swift-log"),
-            ]
-        ),
+        // Smoke drives imgboot's own commands as child processes; it looks into no image itself.
+        .target(name: "Smoke", dependencies: ["Dissect", "Boot", "CLinux"]),
 
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(
             name: "imgboot",
             dependencies: [
-                "Dissect", "Attach", "Mount", "Boot", "Smoke",
+                "Dissect", "Attach", "Mount", "Boot", "Smoke", "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -9,11 +9,19 @@ public struct BootError: IMGBootError, Equatable {
     public let image: String
     public let operation: String
     public let errno: Int32?
+    /// What a program may act on, when the operation alone would have to be read as text.
+    public let code: Code?
 
-    public init(image: String, _ operation: String, errno: Int32? = nil) {
+    public enum Code: String, Sendable {
+        /// `boot` found no init to boot in the image (with `--init=systemd`: no systemd).
+        case noInit = "no-init"
+    }
+
+    public init(image: String, _ operation: String, errno: Int32? = nil, code: Code? = nil) {
         self.image = image
         self.operation = operation
         self.errno = errno
+        self.code = code
     }
 
     public var description: String {

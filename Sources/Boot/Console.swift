@@ -114,11 +114,18 @@ final class Console {
         saved = nil
     }
 
+    /// The terminal's size, or 80x24 when the console goes to a pipe or file (`boot` under
+    /// smoke or CI): a pty is born 0x0, and programs in the container would then wrap their
+    /// lines at odd places or draw for a screen of no size.
     func forwardWindowSize() {
         guard master >= 0 else { return }
         for fd in [outputFD, 0] where isatty(fd) == 1 {
             _ = imgboot_copy_window_size(fd, master)
             return
         }
+        _ = imgboot_set_window_size(master, Self.defaultRows, Self.defaultColumns)
     }
+
+    static let defaultRows: UInt16 = 24
+    static let defaultColumns: UInt16 = 80
 }

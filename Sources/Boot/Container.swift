@@ -15,6 +15,9 @@ public enum Container {
     /// The initial executables tried for `boot`, in order (`inspect` names the one it finds).
     public static let initPaths = ImageMetadata.initPaths
 
+    /// How many of `initPaths`, from the first, are systemd.
+    static let systemdInitCount = 2
+
     /// Runs `spec` to its end and returns the exit status to leave with: `run` — the command's
     /// (128+N when killed by signal N, 127/126 when it cannot be executed); `boot` — 0 after a
     /// clean poweroff or halt, 133 after a reboot, else the init's status.
@@ -163,7 +166,8 @@ public enum Container {
         let supervisor = Supervisor(
             machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: notify,
             console: console, signals: signals, started: clock.start, quiet: spec.quiet, logger: logger,
-            killSignal: spec.killSignal ?? imgboot_sigrtmin() + 3, stopTimeout: spec.stopTimeout)
+            killSignal: spec.killSignal ?? imgboot_sigrtmin() + 3, stopTimeout: spec.stopTimeout,
+            notifySocket: spec.notifySocket, notifyReady: spec.boot && spec.notifyReady)
         let outcome = supervisor.run()
         clock.lap("run")
         return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command, plan: operations.steps)
@@ -230,12 +234,15 @@ public enum Container {
         let top = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
         guard top >= 0 else { throw BootError(image: spec.image.image, "open the tree", errno: errno) }
         defer { close(top) }
-        for (index, path) in initPaths.enumerated() {
+        let candidates = spec.initSelection == .systemd ? Array(initPaths.prefix(systemdInitCount)) : initPaths
+        for (index, path) in candidates.enumerated() {
             // A miss is the answer (no such file, not a regular file): try the next.
             guard let file = try? TreePath(root: top, path: path, kind: S_IFREG) else { continue }
             if access(file.procPath, X_OK) == 0 { return UInt8(index + 1) }
         }
-        throw BootError(image: spec.image.image, "no init to boot: none of \(initPaths.joined(separator: ", ")) is in the image (use `imgboot run` to run a command)")
+        throw BootError(image: spec.image.image,
+                        "no init to boot: none of \(candidates.joined(separator: ", ")) is in the image (use `imgboot run` to run a command)",
+                        code: .noInit)
     }
 
     /// Root's login shell in the mounted tree at `root` (`/bin/sh` when it names none, or one

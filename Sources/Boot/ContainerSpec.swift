@@ -51,6 +51,24 @@ public struct ContainerSpec: Sendable {
     /// for long.
     public static let defaultStopTimeout = 30.0
 
+    /// `boot`: which of the image's inits may be booted.
+    public var initSelection: InitSelection = .auto
+    /// Where to say that the container is up, forward its init's notifications, and report
+    /// imgboot's own failure (`$NOTIFY_SOCKET`), if anywhere.
+    public var notifySocket: NotifySocket?
+    /// `boot --notify-ready=yes`: `READY=1` goes to `notifySocket` when the init reports it,
+    /// rather than as soon as the init has been executed.
+    public var notifyReady = false
+
+    /// `boot --init`: which inits are booted.
+    public enum InitSelection: String, Sendable, CaseIterable {
+        /// The first of `Container.initPaths`: systemd, or else /sbin/init.
+        case auto
+        /// systemd only (`/usr/lib/systemd/systemd`, `/lib/systemd/systemd`); an image without
+        /// it is refused (`BootError.Code.noInit`) rather than booted with /sbin/init.
+        case systemd
+    }
+
     public init(
         image: DissectedImage, plan: MountPlan, machine: String, machineNameIsExplicit: Bool = false,
         hostname: String?, arguments: [String], boot: Bool, environment: [String] = [], binds: [Bind] = [],

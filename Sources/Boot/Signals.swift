@@ -13,6 +13,10 @@ public final class Signals: StopSignals {
     public init() {
         let list: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGWINCH, SIGCHLD, SIGUSR1, SIGUSR2, 0]
         fd = list.withUnsafeBufferPointer { imgboot_signalfd($0.baseAddress) }
+        // Whoever reads the console's output or imgboot's stderr may be gone (smoke killed,
+        // `imgboot boot | head`): imgboot must not die of SIGPIPE with a machine still to take
+        // down — it would leave its cgroup and registration behind. Its writes fail instead.
+        _ = imgboot_ignore_sigpipe()
     }
 
     deinit {

@@ -29,9 +29,15 @@ final class Supervisor {
     /// `boot`: what asks the init to stop, and how long it has to end after that.
     let killSignal: Int32
     let stopTimeout: Double
+    /// `$NOTIFY_SOCKET`: told when the container is up, and what its init reports.
+    let notifySocket: NotifySocket?
+    /// `--notify-ready=yes`: `READY=1` there is the init's, not imgboot's own at its exec.
+    let notifyReady: Bool
 
     private var stdinOpen: Bool
     private var ready = false
+    /// Whether the payload has been executed (and the container reported up).
+    private var payloadStarted = false
     private var stopRequests = 0
     private var escapePresses: [Double] = []
     private var childError: imgboot_child_error?
@@ -43,7 +49,8 @@ final class Supervisor {
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
          signals: Signals, started: Double, quiet: Bool = false, session: Bool = false, logger: Logger,
-         killSignal: Int32 = SIGKILL, stopTimeout: Double = ContainerSpec.defaultStopTimeout) {
+         killSignal: Int32 = SIGKILL, stopTimeout: Double = ContainerSpec.defaultStopTimeout,
+         notifySocket: NotifySocket? = nil, notifyReady: Bool = false) {
         self.machine = machine
         self.boot = boot
         self.pid = pid
@@ -58,6 +65,8 @@ final class Supervisor {
         self.logger = logger
         self.killSignal = killSignal
         self.stopTimeout = stopTimeout
+        self.notifySocket = notifySocket
+        self.notifyReady = notifyReady
         stdinOpen = console.relaysInput
     }
 
@@ -197,6 +206,16 @@ final class Supervisor {
         // End of file: the payload has been executed (or the child is gone).
         close(errorPipe)
         errorPipe = -1
+        if childError == nil && interruptedBy == nil { containerIsUp() }
+    }
+
+    /// The payload runs: as nspawn, say so on `$NOTIFY_SOCKET` — `READY=1` too, unless the
+    /// init is to say when it is ready (`--notify-ready=yes`).
+    private func containerIsUp() {
+        guard !payloadStarted else { return }
+        payloadStarted = true
+        guard let notifySocket else { return }
+        notifySocket.send(["STATUS=Container running."] + (notifyReady ? [] : ["READY=1"]), logger: logger)
     }
 
     private func readNotify() {
@@ -205,15 +224,22 @@ final class Supervisor {
             let n = buffer.withUnsafeMutableBytes { recv(notify, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
             guard n > 0 else { return }
             let text = String(decoding: buffer[0..<n], as: UTF8.self)
+            // Passed on: readiness and status, nothing else (the container must not speak for
+            // imgboot: an X_IMGBOOT_ERROR of its own would be a lie).
+            var forward: [String] = []
             for line in text.split(separator: "\n") {
-                if line == "READY=1" && !ready {
+                if line == "READY=1" {
+                    forward.append(String(line))
+                    guard !ready else { continue }
                     ready = true
                     let seconds = StageClock.now() - started
                     if !quiet { writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n") }
                 } else if line.hasPrefix("STATUS=") {
+                    forward.append(String(line))
                     logger.debug("\(machine): \(line.dropFirst(7))")
                 }
             }
+            if let notifySocket, !forward.isEmpty { notifySocket.send(forward, logger: logger) }
         }
     }
 

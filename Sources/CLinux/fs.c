@@ -1,12 +1,14 @@
 #define _GNU_SOURCE
 #include "CLinuxFS.h"
 
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <stddef.h>
 #include <linux/magic.h>
+#include <sys/prctl.h>
 #include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -180,8 +182,34 @@ int imgboot_is_cgroup2(const char *path) {
     return fs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
-int imgboot_setfsuid(uint32_t uid) { return setfsuid(uid); }
+/// Any change of credentials, setfsuid's included, clears the parent-death signal (the
+/// kernel's commit_creds): put it back, and if the parent ended while it was cleared, send it
+/// now — smoke starts imgboot with SIGTERM as its parent-death signal, and a machine must not
+/// outlive a smoke that was killed.
+static void restore_parent_death_signal(int sig, pid_t parent) {
+    if (sig <= 0)
+        return;
+    prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
+    if (getppid() != parent)
+        kill(getpid(), sig);
+}
 
-int imgboot_setfsgid(uint32_t gid) { return setfsgid(gid); }
+int imgboot_setfsuid(uint32_t uid) {
+    int sig = 0;
+    prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
+    pid_t parent = getppid();
+    int previous = setfsuid(uid);
+    restore_parent_death_signal(sig, parent);
+    return previous;
+}
+
+int imgboot_setfsgid(uint32_t gid) {
+    int sig = 0;
+    prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
+    pid_t parent = getppid();
+    int previous = setfsgid(gid);
+    restore_parent_death_signal(sig, parent);
+    return previous;
+}
 
 int imgboot_syncfs(int fd) { return syncfs(fd); }

@@ -43,6 +43,27 @@ int imgboot_copy_window_size(int from, int to) {
     return ioctl(to, TIOCSWINSZ, &ws);
 }
 
+int imgboot_set_window_size(int fd, unsigned short rows, unsigned short columns) {
+    struct winsize ws = {.ws_row = rows, .ws_col = columns};
+    return ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+int imgboot_window_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) < 0)
+        return -1;
+    *rows = ws.ws_row;
+    *columns = ws.ws_col;
+    return 0;
+}
+
+int imgboot_ignore_sigpipe(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = SIG_IGN;
+    return sigaction(SIGPIPE, &action, NULL);
+}
+
 int imgboot_signalfd(const int *signals) {
     sigset_t set;
     sigemptyset(&set);

@@ -36,27 +36,37 @@ public struct SmokeReport {
 
     /// JUnit XML as Jenkins and GitLab read it: a testsuite per image; a testcase for the boot
     /// (or start), one per check, and for booted images one for failed units and one for the
-    /// poweroff.
+    /// poweroff. The names are the same in every run of the same images (the class is the
+    /// image's file name, never its random machine name), so that a CI server tracks each case
+    /// from one build to the next. An image imgboot could not start at all is an `<error>` (the
+    /// test could not run); what ran and did not hold is a `<failure>`.
     public var junit: String {
         var xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-        let total = results.map { cases($0).count }.reduce(0, +)
-        let failures = results.map { cases($0).filter { $0.failure != nil }.count }.reduce(0, +)
+        let all = results.map(cases)
+        let total = all.map(\.count).reduce(0, +)
+        let failures = all.map { $0.filter { $0.failure != nil }.count }.reduce(0, +)
+        let errors = all.map { $0.filter { $0.error != nil }.count }.reduce(0, +)
         let time = results.map(\.seconds).reduce(0, +)
-        xml += "<testsuites name=\"imgboot smoke\" tests=\"\(total)\" failures=\"\(failures)\" time=\"\(seconds(time))\">\n"
-        for r in results {
-            let list = cases(r)
-            xml += "  <testsuite name=\"\(escape(r.image))\" tests=\"\(list.count)\" failures=\"\(list.filter { $0.failure != nil }.count)\" errors=\"0\" time=\"\(seconds(r.seconds))\">\n"
+        xml += "<testsuites name=\"imgboot smoke\" tests=\"\(total)\" failures=\"\(failures)\" errors=\"\(errors)\" time=\"\(seconds(time))\">\n"
+        let classes = Self.classNames(results.map(\.image))
+        for (r, (list, className)) in zip(results, zip(all, classes)) {
+            xml += "  <testsuite name=\"\(escape(r.image))\" tests=\"\(list.count)\" failures=\"\(list.filter { $0.failure != nil }.count)\" "
+                + "errors=\"\(list.filter { $0.error != nil }.count)\" time=\"\(seconds(r.seconds))\">\n"
             for c in list {
-                xml += "    <testcase classname=\"imgboot.smoke.\(escape(r.machine))\" name=\"\(escape(c.name))\" time=\"\(seconds(c.seconds))\""
-                if c.failure == nil && c.output.isEmpty {
+                xml += "    <testcase classname=\"\(escape(className))\" name=\"\(escape(c.name))\" time=\"\(seconds(c.seconds))\""
+                if c.failure == nil && c.error == nil && c.systemOut.isEmpty {
                     xml += "/>\n"
                     continue
                 }
                 xml += ">\n"
                 if let failure = c.failure {
-                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.output, attribute: false))</failure>\n"
-                } else {
-                    xml += "      <system-out>\(escape(c.output, attribute: false))</system-out>\n"
+                    xml += "      <failure message=\"\(escape(failure))\">\(escape(c.details, attribute: false))</failure>\n"
+                }
+                if let error = c.error {
+                    xml += "      <error message=\"\(escape(error))\">\(escape(c.details, attribute: false))</error>\n"
+                }
+                if !c.systemOut.isEmpty {
+                    xml += "      <system-out>\(escape(c.systemOut, attribute: false))</system-out>\n"
                 }
                 xml += "    </testcase>\n"
             }
@@ -68,30 +78,58 @@ public struct SmokeReport {
     struct Case {
         var name: String
         var seconds: Double
-        var failure: String?
-        var output: String
+        /// It ran and did not hold.
+        var failure: String? = nil
+        /// It could not run.
+        var error: String? = nil
+        /// The body of the failure or error.
+        var details = ""
+        var systemOut = ""
     }
 
     func cases(_ r: SmokeResult) -> [Case] {
         var list: [Case] = []
         let ready = r.readySeconds
-        let startFailed = r.error != nil && (r.booted ? ready == nil : r.checks.isEmpty)
-        list.append(Case(name: r.booted ? "boot" : "start", seconds: ready ?? 0,
-                         failure: startFailed ? r.error : nil, output: startFailed ? r.bootLog : ""))
+        if r.couldNotStart {
+            list.append(Case(name: r.booted ? "boot" : "start", seconds: 0, error: r.error ?? "could not start", details: r.bootLog))
+        } else {
+            let bootFailed = r.booted && ready == nil
+            list.append(Case(name: r.booted ? "boot" : "start", seconds: ready ?? 0,
+                             failure: bootFailed ? (r.error ?? "not ready") : nil, details: bootFailed ? r.bootLog : ""))
+        }
         for (i, c) in r.checks.enumerated() {
             let failure = c.passed ? nil
                 : c.exitCode.map { "exit status \($0)" } ?? "did not end in time (killed)"
-            list.append(Case(name: "check \(i + 1): \(c.command)", seconds: c.seconds, failure: failure, output: c.output))
+            list.append(Case(name: "check \(i + 1): \(c.command)", seconds: c.seconds, failure: failure,
+                             details: failure == nil ? "" : c.output, systemOut: failure == nil ? c.output : ""))
         }
         if r.booted && ready != nil {
+            // The failure names the units; why they failed (their status, the journal) is the
+            // case's output, where CI servers show it next to the failure.
             list.append(Case(name: "no failed units", seconds: 0,
                              failure: r.failedUnits.isEmpty ? nil : "failed units: " + r.failedUnits.joined(separator: ", "),
-                             output: r.failedUnits.joined(separator: "\n")))
+                             details: r.failedUnits.joined(separator: "\n"), systemOut: r.unitDiagnostics))
             list.append(Case(name: "poweroff", seconds: 0,
                              failure: r.poweredOff == false ? (r.error ?? "did not power off cleanly") : nil,
-                             output: r.poweredOff == false ? r.bootLog : ""))
+                             details: r.poweredOff == false ? r.bootLog : ""))
         }
         return list
+    }
+
+    /// Each image's JUnit class: `imgboot.smoke.` and its file name without `.raw`/`.img`,
+    /// with `.` written `_` (CI servers take what follows the last dot for the class). When two
+    /// images share a file name, their paths as given tell them apart.
+    static func classNames(_ images: [String]) -> [String] {
+        func fileName(_ path: String) -> String { String(path.split(separator: "/").last ?? Substring(path)) }
+        var counts: [String: Int] = [:]
+        for image in images { counts[fileName(image), default: 0] += 1 }
+        return images.map { image in
+            var name = counts[fileName(image), default: 0] > 1 ? image : fileName(image)
+            for suffix in [".raw", ".img"] where name.hasSuffix(suffix) && name.count > suffix.count {
+                name.removeLast(suffix.count)
+            }
+            return "imgboot.smoke." + String(name.map { $0 == "." || $0 == "/" ? "_" : $0 })
+        }
     }
 
     /// A table for the end of a terminal run. Image paths and the details (errors quote what

@@ -4,43 +4,46 @@ import Glibc
 import CLinux
 import Dissect
 
+/// Something whose descriptor a wait should keep empty: another process's output pipe (a
+/// booted machine's console, which must never fill up and stall its imgboot), a notify socket.
+protocol Drainable: AnyObject {
+    /// The descriptor to poll; -1 when there is nothing more to read.
+    var pollFD: Int32 { get }
+    /// Reads what is waiting, without blocking.
+    func drain()
+}
+
 /// A child process of smoke's own (imgboot itself, for `boot`, `enter`, `run`, `stop`), with
 /// its output captured through a pipe, bounded, and a deadline.
-final class Subprocess {
+///
+/// Not swift-subprocess: its Linux spawn (posix_spawn) has no hook between fork and exec, so
+/// it cannot give the child a parent-death signal, which is what ends smoke's machines when
+/// smoke is killed.
+final class Subprocess: Drainable {
     let pid: pid_t
     private let pidfd: Int32
     private var output: Int32
-    private(set) var captured = BoundedBuffer(limit: Subprocess.outputLimit)
+    private(set) var captured: BoundedBuffer
     private var status: Int32?
 
-    /// At most this much of a process's output is kept (its first and last halves).
+    /// At most this much of a process's output is kept by default (its first and last halves).
     static let outputLimit = 1 << 20
 
-    /// Starts `argv` with stdin from /dev/null and stdout and stderr into one pipe (or, with
-    /// `stderrPath`, stderr into that file and stdout to /dev/null). It gets SIGTERM when the
-    /// thread that started it ends — whatever ends smoke (a CI job cancelled, SIGKILL) — so
-    /// that no machine outlives smoke: `boot` halts its init, `run` and `enter` pass it on to
-    /// the command, and each tears down in order.
-    init(_ argv: [String], stderrPath: String? = nil) throws(SmokeError) {
+    /// Starts `argv` with stdin from /dev/null and stdout and stderr into one pipe, with
+    /// `environment` (default: smoke's own). It gets SIGTERM when the thread that started it
+    /// ends — whatever ends smoke (a CI job cancelled, SIGKILL) — so that no machine outlives
+    /// smoke: `boot` halts its init, `run` and `enter` pass it on to the command, and each
+    /// tears down in order.
+    init(_ argv: [String], environment: [String]? = nil, outputLimit: Int = Subprocess.outputLimit) throws(SmokeError) {
+        captured = BoundedBuffer(limit: outputLimit)
         var fds: [Int32] = [-1, -1]
         guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe: \(String(cString: strerror(errno)))") }
-        let devNull = stderrPath == nil ? -1 : open("/dev/null", O_WRONLY | O_CLOEXEC)
-        let logFile = stderrPath.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) } ?? -1
-        defer {
-            if devNull >= 0 { close(devNull) }
-            if logFile >= 0 { close(logFile) }
-        }
-        if let stderrPath, devNull < 0 || logFile < 0 {
-            let e = errno
-            close(fds[0])
-            close(fds[1])
-            throw SmokeError("open \(devNull < 0 ? "/dev/null" : stderrPath): \(String(cString: strerror(e)))")
-        }
-        let out = stderrPath == nil ? fds[1] : devNull, err = stderrPath == nil ? fds[1] : logFile
-
         let args = argv.map { strdup($0) } + [nil]
         defer { for a in args { free(a) } }
-        let pid = imgboot_spawn_tied(argv[0], args, environ, out, err, SIGTERM)
+        let env = environment.map { $0.map { strdup($0) } + [nil] }
+        defer { for e in env ?? [] { free(e) } }
+        let pid = env.map { imgboot_spawn_tied(argv[0], args, $0, fds[1], fds[1], SIGTERM) }
+            ?? imgboot_spawn_tied(argv[0], args, environ, fds[1], fds[1], SIGTERM)
         let e = errno
         close(fds[1])
         guard pid > 0 else {
@@ -62,20 +65,27 @@ final class Subprocess {
         if pidfd >= 0 { close(pidfd) }
     }
 
-    /// Waits until the process ends or `deadline` (monotonic seconds) passes, collecting its
-    /// output; returns its status (128+N when killed by signal N), or nil at the deadline.
-    func wait(until deadline: Double?) -> Int32? {
+    /// Waits until the process ends, `deadline` (monotonic seconds) passes, or `keepWaiting`
+    /// turns false after something was drained, collecting its output and draining `others`
+    /// meanwhile; returns its status (128+N when killed by signal N), or nil when it still runs.
+    func wait(until deadline: Double?, alongside others: [any Drainable] = [], while keepWaiting: () -> Bool = { true }) -> Int32? {
         while status == nil {
             var fds = [pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)]
             if output >= 0 { fds.append(pollfd(fd: output, events: Int16(POLLIN), revents: 0)) }
+            let watched = others.filter { $0.pollFD >= 0 }
+            fds += watched.map { pollfd(fd: $0.pollFD, events: Int16(POLLIN), revents: 0) }
             let left = deadline.map { $0 - now() } ?? 1
             if left <= 0 { return nil }
             let n = poll(&fds, nfds_t(fds.count), Int32(min(left, 1) * 1000))
             if n < 0 && errno != EINTR { break }
-            if fds.count > 1 && fds[1].revents != 0 { drain() }
+            let base = output >= 0 ? 2 : 1
+            if base == 2 && fds[1].revents != 0 { drain() }
+            for (i, other) in watched.enumerated() where fds[base + i].revents != 0 { other.drain() }
             if fds[0].revents != 0 {
                 drain()
                 status = waitBlocking()
+            } else if !keepWaiting() {
+                return nil
             }
         }
         return status
@@ -86,7 +96,9 @@ final class Subprocess {
         if status == nil { _ = imgboot_pidfd_send_signal(pidfd, signal) }
     }
 
-    private func drain() {
+    var pollFD: Int32 { output }
+
+    func drain() {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while output >= 0 {
             let n = buffer.withUnsafeMutableBytes { read(output, $0.baseAddress, $0.count) }
@@ -138,6 +150,26 @@ struct BoundedBuffer {
         bytes += tail
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// A console's output as a log file wants it: a terminal's line ends (`\r\n`, and the
+/// `\r\r\n` of a program that writes `\r\n` through a pty's newline translation) become `\n`.
+func plainLines(_ text: String) -> String {
+    var out = String.UnicodeScalarView()
+    var pendingReturns = 0
+    for scalar in text.unicodeScalars {
+        if scalar == "\r" {
+            pendingReturns += 1
+            continue
+        }
+        if scalar != "\n" {
+            for _ in 0..<pendingReturns { out.append("\r") }
+        }
+        pendingReturns = 0
+        out.append(scalar)
+    }
+    for _ in 0..<pendingReturns { out.append("\r") }
+    return String(out)
 }
 
 func now() -> Double { monotonicSeconds() }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Synchronization
 
 /// Runs `count` jobs on at most `width` threads and returns their results in order. Each job
 /// is synchronous (it drives child processes); the threads only keep `width` of them going.
@@ -25,63 +26,45 @@ func runJobs<T: Sendable>(count: Int, width: Int, _ job: @escaping @Sendable (In
         }
     }
     for tid in ids { pthread_join(tid, nil) }
-    return state.results.compactMap { $0 }
+    return state.results
 }
 
 protocol PoolWorker: AnyObject {
     func work()
 }
 
-/// The shared queue of job indexes and the results, behind a mutex.
-final class PoolState<T: Sendable>: PoolWorker, @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var next = 0
+/// The shared queue of job indexes and the results.
+final class PoolState<T: Sendable>: PoolWorker, Sendable {
+    private struct Queue {
+        var next = 0
+        var results: [T?]
+    }
+
+    private let queue: Mutex<Queue>
     private let count: Int
     private let job: @Sendable (Int) -> T
-    fileprivate var results: [T?]
 
     init(count: Int, job: @escaping @Sendable (Int) -> T) {
         self.count = count
         self.job = job
-        results = Array(repeating: nil, count: count)
-        pthread_mutex_init(&mutex, nil)
+        queue = Mutex(Queue(results: Array(repeating: nil, count: count)))
     }
-
-    deinit { pthread_mutex_destroy(&mutex) }
 
     func work() {
         while let index = take() {
             let result = job(index)
-            pthread_mutex_lock(&mutex)
-            results[index] = result
-            pthread_mutex_unlock(&mutex)
+            queue.withLock { $0.results[index] = result }
         }
     }
 
+    /// The results of the jobs done so far, in order.
+    var results: [T] { queue.withLock { $0.results.compactMap { $0 } } }
+
     private func take() -> Int? {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        guard next < count else { return nil }
-        next += 1
-        return next - 1
-    }
-}
-
-/// A mutex-guarded function, for the progress display that every job thread calls.
-final class Serialized<Value>: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    private var value: Value
-
-    init(_ value: Value) {
-        self.value = value
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    func with<R>(_ body: (inout Value) -> R) -> R {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return body(&value)
+        queue.withLock { queue in
+            guard queue.next < count else { return nil }
+            queue.next += 1
+            return queue.next - 1
+        }
     }
 }

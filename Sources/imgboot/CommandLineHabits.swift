@@ -43,8 +43,8 @@ enum CommandLineHabits {
         let longs = { (valued: Set<String>) in valued.filter { $0.hasPrefix("--") } }
         return [
             "run": Shape(positionals: 1, valued: container, noted: longs(container).union(containerFlags).union(["--boot"])),
-            "boot": Shape(positionals: 1, valued: container.union(["--console", "--kill-signal", "--stop-timeout"]),
-                          noted: longs(container).union(containerFlags).union(["--console", "--kill-signal", "--stop-timeout"])),
+            "boot": Shape(positionals: 1, valued: container.union(["--console", "--kill-signal", "--stop-timeout", "--notify-ready", "--init"]),
+                          noted: longs(container).union(containerFlags).union(["--console", "--kill-signal", "--stop-timeout", "--notify-ready", "--init"])),
             "enter": Shape(positionals: 1, valued: ["--log-level", "--setenv", "-E"], noted: ["--log-level", "--setenv"]),
         ]
     }()

@@ -166,9 +166,9 @@ func requireRoot(_ subject: String, _ what: String, why: String = "loop devices,
 }
 
 /// A timeout is a positive, finite number of seconds.
-func validateTimeout(_ seconds: Double) throws {
+func validateTimeout(_ seconds: Double, option: String = "--timeout") throws {
     guard seconds.isFinite, seconds > 0 else {
-        throw ValidationError("--timeout \(seconds): must be a positive number of seconds")
+        throw ValidationError("\(option) \(seconds): must be a positive number of seconds")
     }
 }
 

@@ -53,17 +53,21 @@ extension IMGBoot {
         var command: [String] = []
 
         func run() throws {
-            let logger = global.makeLogger(quiet: machine.quiet)
-            // `run -b` is rewritten to `boot` before parsing (CommandLineHabits); this is for
-            // a caller that builds a Run by hand.
-            let console: ContainerSpec.Console? = boot && pipe ? .pipe : nil
-            let spec = try options.spec(image: image, machine: machine, arguments: command, boot: boot, console: console, logger: logger)
-            if machine.dryRun {
-                print(printableLines(Container.plan(for: spec).description))
-                return
+            let notify = NotifySocket.fromEnvironment()
+            try reportingFailure(to: notify) {
+                let logger = global.makeLogger(quiet: machine.quiet)
+                // `run -b` is rewritten to `boot` before parsing (CommandLineHabits); this is for
+                // a caller that builds a Run by hand.
+                let console: ContainerSpec.Console? = boot && pipe ? .pipe : nil
+                var spec = try options.spec(image: image, machine: machine, arguments: command, boot: boot, console: console, logger: logger)
+                if machine.dryRun {
+                    print(printableLines(Container.plan(for: spec).description))
+                    return
+                }
+                try requireRoot(image, boot ? "booting a container" : "running a container")
+                spec.notifySocket = notify
+                throw ExitCode(try Container.run(spec, logger: logger))
             }
-            try requireRoot(image, boot ? "booting a container" : "running a container")
-            throw ExitCode(try Container.run(spec, logger: logger))
         }
     }
 
@@ -80,7 +84,11 @@ extension IMGBoot {
                 interactive) asks the init to halt (--kill-signal); a second one kills it, and so \
                 does the end of --stop-timeout. Exit status 0 after a clean poweroff or halt, 133 \
                 after a reboot, 137 when the init was killed. Default --volatile=overlay. \
-                Everything after IMAGE that is not an option of imgboot's goes to the init.
+                Everything after IMAGE that is not an option of imgboot's goes to the init. With \
+                $NOTIFY_SOCKET set, imgboot sends READY=1 there once the init runs (with \
+                --notify-ready=yes: when the init reports READY=1), passes on the init's STATUS=, \
+                and on its own failure sends STATUS=<the error> and X_IMGBOOT_ERROR=no-init or \
+                failed.
 
                 EXAMPLES:
                   imgboot boot debian.raw                 its console on this terminal
@@ -110,6 +118,14 @@ extension IMGBoot {
             valueName: "seconds"))
         var stopTimeout: Double?
 
+        @Option(help: ArgumentHelp(
+            "When READY=1 goes to $NOTIFY_SOCKET:",
+            valueName: "yes|no"))
+        var notifyReady: YesNo = .no
+
+        @Option(name: .customLong("init"), help: ArgumentHelp("Which of the image's inits is booted:", valueName: "which"))
+        var initSelection: ContainerSpec.InitSelection = .auto
+
         @Argument(help: "The raw disk image (or block device).", completion: IMGBoot.imageCompletion)
         var image: String
 
@@ -130,17 +146,23 @@ extension IMGBoot {
         }
 
         func run() throws {
-            let logger = global.makeLogger(quiet: machine.quiet)
-            var spec = try options.spec(image: image, machine: machine, arguments: initArguments, boot: true,
-                                        console: pipe ? .pipe : console, logger: logger)
-            spec.killSignal = killSignal.flatMap(SignalName.number)
-            spec.stopTimeout = stopTimeout ?? ContainerSpec.defaultStopTimeout
-            if machine.dryRun {
-                print(printableLines(Container.plan(for: spec).description))
-                return
+            let notify = NotifySocket.fromEnvironment()
+            try reportingFailure(to: notify) {
+                let logger = global.makeLogger(quiet: machine.quiet)
+                var spec = try options.spec(image: image, machine: machine, arguments: initArguments, boot: true,
+                                            console: pipe ? .pipe : console, logger: logger)
+                spec.killSignal = killSignal.flatMap(SignalName.number)
+                spec.stopTimeout = stopTimeout ?? ContainerSpec.defaultStopTimeout
+                spec.initSelection = initSelection
+                if machine.dryRun {
+                    print(printableLines(Container.plan(for: spec).description))
+                    return
+                }
+                try requireRoot(image, "booting a container")
+                spec.notifySocket = notify
+                spec.notifyReady = notifyReady == .yes
+                throw ExitCode(try Container.run(spec, logger: logger))
             }
-            try requireRoot(image, "booting a container")
-            throw ExitCode(try Container.run(spec, logger: logger))
         }
     }
 }
@@ -153,5 +175,43 @@ extension ContainerSpec.Console: ExpressibleByArgument {
             "passive": "nothing",
             "pipe": "input and output, without a terminal",
         ]
+    }
+}
+
+extension ContainerSpec.InitSelection: ExpressibleByArgument {
+    public static var allValueDescriptions: [String: String] {
+        [
+            "auto": "systemd, else /sbin/init (default)",
+            "systemd": "only systemd; an image without it is an error (X_IMGBOOT_ERROR=no-init)",
+        ]
+    }
+}
+
+/// Runs `body`; when imgboot itself fails (its one-line errors, status 125), says so on the
+/// notify socket too, so that whoever started imgboot learns why without reading stderr.
+func reportingFailure(to notify: NotifySocket?, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as IMGBootError {
+        notify?.sendFailure(error)
+        throw error
+    }
+}
+
+/// nspawn's booleans: `yes`, `no` (and `true`/`false`, `on`/`off`, `1`/`0`).
+enum YesNo: String, ExpressibleByArgument, Sendable {
+    case yes, no
+
+    init?(argument: String) {
+        switch argument {
+        case "yes", "true", "on", "1": self = .yes
+        case "no", "false", "off", "0": self = .no
+        default: return nil
+        }
+    }
+
+    static var allValueStrings: [String] { ["yes", "no"] }
+    static var allValueDescriptions: [String: String] {
+        ["yes": "when the init reports READY=1", "no": "as soon as the init runs (default)"]
     }
 }

@@ -13,20 +13,22 @@ extension IMGBoot {
             commandName: "smoke",
             abstract: "Smoke-test images: does each boot, and does it work?",
             discussion: """
-                An image with systemd is booted; imgboot waits for READY=1 (failing at --timeout), \
-                runs each --check inside with sh -c, collects `systemctl --failed`, powers it off \
-                and waits for a clean exit. It passes when it became ready, every check exited 0, \
-                no unit failed, and it powered off cleanly. An image without systemd runs each \
-                check in a fresh container and passes when every check exits 0. Default \
-                --volatile=overlay: smoke never writes an image. Exit status 0 when every image \
-                passed, 1 when any failed, 125 when imgboot itself could not run. Every image \
-                gets a machine name of its own (its default name and a random suffix).
+                An image with systemd is booted; imgboot waits for READY=1 (failing at \
+                --ready-timeout), runs each --check inside with sh -c (each ended at \
+                --check-timeout), collects `systemctl --failed`, powers it off and waits for a \
+                clean exit. It passes when it became ready, every check exited 0, no unit failed, \
+                and it powered off cleanly. An image without systemd runs each check in a fresh \
+                container and passes when every check exits 0. Default --volatile=overlay: smoke \
+                never writes an image. Exit status 0 when every image passed, 1 when any failed, \
+                125 when imgboot itself could not run. Every image gets a machine name of its own \
+                (its default name and a random suffix).
 
                 EXAMPLES:
                   imgboot smoke debian.raw
                   imgboot smoke --check 'systemctl is-system-running --wait' build/*.raw
                   imgboot smoke --junit out.xml --timeout 120 --jobs 2 build/*.raw
                   imgboot smoke --json --check 'test -s /etc/os-release' a.raw b.raw
+                  imgboot smoke --shard 2/4 --junit out.xml build/*.raw
                 """)
 
         @OptionGroup var global: GlobalOptions
@@ -36,13 +38,27 @@ extension IMGBoot {
         var checks: [String] = []
 
         // .unconditional: "-5" is the value (refused below, with the reason), not an option.
-        @Option(parsing: .unconditional,
-                help: ArgumentHelp("Seconds to wait for readiness, and for each check, before failing.", valueName: "seconds"))
+        @Option(parsing: .unconditional, help: ArgumentHelp(
+            "The default of --ready-timeout and --check-timeout, and the time a machine has to power off.",
+            valueName: "seconds"))
         var timeout: Double = 60
+
+        @Option(parsing: .unconditional,
+                help: ArgumentHelp("Seconds a machine may take to become ready (default: --timeout).", valueName: "seconds"))
+        var readyTimeout: Double?
+
+        @Option(parsing: .unconditional,
+                help: ArgumentHelp("Seconds each check may run before it is ended (default: --timeout).", valueName: "seconds"))
+        var checkTimeout: Double?
 
         @Option(parsing: .unconditional,
                 help: ArgumentHelp("How many images to test at once (default: the number of CPUs).", valueName: "n"))
         var jobs: Int?
+
+        @Option(help: ArgumentHelp(
+            "Test only the I-th of N shares of the images (1 ≤ I ≤ N), for a CI matrix of N jobs; an image's share depends on its file name alone.",
+            valueName: "I/N"))
+        var shard: Shard?
 
         @Flag(help: "Print one JSON object with the results on stdout.")
         var json = false
@@ -56,37 +72,91 @@ extension IMGBoot {
         func validate() throws {
             guard !images.isEmpty else { throw ValidationError("Missing expected argument '<images> ...'") }
             try validateTimeout(timeout)
+            if let readyTimeout { try validateTimeout(readyTimeout, option: "--ready-timeout") }
+            if let checkTimeout { try validateTimeout(checkTimeout, option: "--check-timeout") }
             if let jobs, jobs < 1 { throw ValidationError("--jobs \(jobs): must be at least 1") }
         }
 
         func run() throws {
             try requireRoot(images[0], "smoke-testing")
-            let runner = SmokeRunner(
-                executable: try selfExecutable(), bootArguments: options.passthroughArguments(),
-                checks: checks, timeout: timeout, jobs: jobs ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-            let display = SmokeDisplay(images: images, live: isatty(2) == 1 && !json)
-            let results = runner.run(images: images) { index, event in display.show(index, event) }
-            display.finish()
-            let report = SmokeReport(results: results)
-            if let junit { try writeFile(junit, report.junit) }
-            if json {
-                print(report.json.serialized())
-            } else {
-                writeError("\n" + report.table)
+            // Where the reports go is checked before any image runs: a report that cannot be
+            // written is better known now than after an hour of boots.
+            if json { try requireWritableStdout() }
+            let report = try junit.map(JUnitFile.init(creating:))
+
+            let selected = shard.map { $0.select(images) } ?? images
+            if let shard, selected.isEmpty {
+                writeError("imgboot: shard \(shard): none of the \(images.count) images falls in this shard")
             }
-            throw ExitCode(report.passed ? 0 : 1)
+            let runner = SmokeRunner(
+                executable: try selfExecutable(), bootArguments: options.passthroughArguments(), checks: checks,
+                readyTimeout: readyTimeout ?? timeout, checkTimeout: checkTimeout ?? timeout, stopTimeout: timeout,
+                jobs: jobs ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            let display = SmokeDisplay(images: selected, live: SmokeDisplay.isLive(json: json))
+            let results = runner.run(images: selected) { index, event in display.show(index, event) }
+            display.finish()
+            let smoke = SmokeReport(results: results)
+
+            // The JSON is printed whatever happens to the JUnit file; a file that could not be
+            // written is then imgboot's own failure (125), after the JSON.
+            var reportError: CommandError?
+            do {
+                try report?.write(smoke.junit)
+            } catch let error as CommandError {
+                reportError = error
+            }
+            if json {
+                print(smoke.json.serialized())
+            } else {
+                writeError("\n" + smoke.table)
+            }
+            if let reportError { throw reportError }
+            throw ExitCode(smoke.passed ? 0 : 1)
         }
 
-        func writeFile(_ path: String, _ text: String) throws {
-            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            guard fd >= 0 else { throw CommandError(description: "\(path): cannot write the JUnit report: \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
-            let bytes = Array(text.utf8)
-            guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
-                throw CommandError(description: "\(path): cannot write the JUnit report: \(String(cString: strerror(errno)))")
+        /// `--json` needs a stdout to print to (not closed, not read-only).
+        func requireWritableStdout() throws {
+            let flags = fcntl(1, F_GETFL)
+            guard flags >= 0, flags & O_ACCMODE != O_RDONLY else {
+                throw CommandError(description: "--json: standard output is \(flags < 0 ? "closed" : "not writable")")
             }
         }
     }
+}
+
+/// The JUnit report's file: created (emptied) before any image runs, so that a path that
+/// cannot be written is refused at once, and so that a stale report from an earlier run is
+/// never mistaken for this one's; written when the run is done.
+struct JUnitFile {
+    let path: String
+    private let fd: Int32
+
+    init(creating path: String) throws {
+        self.path = path
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw Self.failure(path, errno) }
+    }
+
+    func write(_ text: String) throws {
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw Self.failure(path, n < 0 ? errno : EIO) }
+            done += n
+        }
+        guard fsync(fd) == 0 || errno == EINVAL else { throw Self.failure(path, errno) }
+    }
+
+    private static func failure(_ path: String, _ e: Int32) -> CommandError {
+        CommandError(description: "\(path): cannot write the JUnit report: \(String(cString: strerror(e)))")
+    }
+}
+
+extension Shard: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
 }
 
 /// The path of the running imgboot, to start the steps of a smoke test with.
@@ -96,54 +166,3 @@ func selfExecutable() throws -> String {
     guard n > 0 else { throw CommandError(description: "cannot find imgboot's own executable: \(String(cString: strerror(errno)))") }
     return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
-
-/// Live lines for a terminal (one per image, redrawn: "booting → ready in 0.52 s → checks
-/// 2/2 → passed"), plain lines otherwise.
-final class SmokeDisplay: @unchecked Sendable {
-    /// The images' paths, as printable(_:) shows them.
-    private let images: [String]
-    private let live: Bool
-    private var lines: [String]
-    private var drawn = false
-    private var mutex = pthread_mutex_t()
-
-    init(images: [String], live: Bool) {
-        // Escaped once: a path is anyone's file name, and these lines are for a terminal.
-        self.images = images.map(printable)
-        self.live = live
-        lines = self.images.map { "\($0): waiting" }
-        pthread_mutex_init(&mutex, nil)
-    }
-
-    deinit { pthread_mutex_destroy(&mutex) }
-
-    func show(_ index: Int, _ event: SmokeEvent) {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        let step: String = switch event {
-        case .booting: "booting"
-        case .running: "running checks"
-        case .ready(let s): "ready in \(formatSeconds(s)) s"
-        case .checks(let done, let total): "checks \(done)/\(total)"
-        case .poweringOff: "powering off"
-        case .finished(let passed): passed ? "passed" : "FAILED"
-        }
-        if live {
-            let base = lines[index].hasSuffix(": waiting") ? "\(images[index]):" : lines[index]
-            lines[index] = base + (base.hasSuffix(":") ? " " : " → ") + step
-            redraw()
-        } else {
-            writeError("\(images[index]): \(step)")
-        }
-    }
-
-    private func redraw() {
-        var out = drawn ? "\u{1b}[\(lines.count)A" : ""
-        for line in lines { out += "\r\u{1b}[2K" + line + "\n" }
-        drawn = true
-        writeError(String(out.dropLast()))
-    }
-
-    func finish() {}
-}
-

@@ -275,7 +275,8 @@ final class BackgroundProcess {
     private var status: Int32?
     private let dir: ScratchDirectory
 
-    init(_ command: [String]) throws {
+    /// `environment`: variables set for the program on top of the test's own.
+    init(_ command: [String], environment: [String: String] = [:]) throws {
         dir = try ScratchDirectory("imgboot-background")
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -296,8 +297,11 @@ final class BackgroundProcess {
 
         let argv = command.map { strdup($0) } + [nil]
         defer { argv.forEach { free($0) } }
+        let inherited = ProcessInfo.processInfo.environment.filter { environment[$0.key] == nil }
+        let envp = (inherited.merging(environment) { $1 }).map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { envp.forEach { free($0) } }
         var pid: pid_t = 0
-        let error = posix_spawn(&pid, command[0], &actions, &attributes, argv, environ)
+        let error = posix_spawn(&pid, command[0], &actions, &attributes, argv, envp)
         guard error == 0 else { throw HarnessError("cannot run \(command[0]): \(String(cString: strerror(error)))") }
         self.pid = pid
     }

@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import re
-import selectors
 import shlex
 import signal
 import socket
@@ -63,6 +62,41 @@ def median(xs):
 def tail(text, n=3):
     lines = [l for l in (text or "").strip().splitlines() if l.strip()]
     return " | ".join(lines[-n:])
+
+
+class NotifySocket:
+    """A notify socket of our own (sd_notify's protocol: datagrams of KEY=VALUE lines), given
+    to the booting tool as NOTIFY_SOCKET; both imgboot and nspawn forward the container's
+    READY=1 to it with --notify-ready=yes."""
+
+    def __init__(self, path):
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.sock.close()
+        os.unlink(self.path)
+
+    def environment(self):
+        return dict(os.environ, NOTIFY_SOCKET=self.path)
+
+    def wait_ready(self, p, t0, deadline):
+        """Seconds from t0 to READY=1, or None when p ends or the deadline passes first."""
+        while time.monotonic() < deadline and p.poll() is None:
+            self.sock.settimeout(min(0.5, max(0.01, deadline - time.monotonic())))
+            try:
+                msg = self.sock.recv(4096).decode(errors="replace")
+            except socket.timeout:
+                continue
+            if "READY=1" in msg.split("\n"):
+                return time.monotonic() - t0
+        return None
 
 
 def read_status(pid, field):
@@ -717,37 +751,20 @@ class Bench:
     # ---- Debian boot ---------------------------------------------------------------------
 
     def boot_imgboot(self, timeout=60, users=None):
-        """imgboot boot: ready = its "is ready" line on stderr; then SIGTERM (it asks the init
-        to halt) and time until it exits."""
+        """imgboot boot --notify-ready=yes: as nspawn below, imgboot passes the container's
+        READY=1 to its own NOTIFY_SOCKET, ours. Then SIGTERM (it asks the init to halt) and
+        time until it exits."""
         img = self.img("debian")
-        cmd = ([self.imgboot, "boot", "--volatile=overlay", "--console=passive", "--machine=bench-debian"]
-               + ([f"--private-users={users}"] if users else []) + [img])
-        t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-        ready = reported = None
-        err = []
-        buf = b""
-        deadline = t0 + timeout
-        fd = p.stderr.fileno()
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while ready is None and time.monotonic() < deadline:
-                if not sel.select(max(0.0, deadline - time.monotonic())):
-                    break
-                chunk = os.read(fd, 65536)  # raw reads: no line left waiting in a buffer
-                if not chunk:
-                    break
-                buf += chunk
-                m = re.search(rb"is ready \(after ([0-9.]+) s\)", buf)
-                if m:
-                    ready = time.monotonic() - t0
-                    reported = float(m.group(1))
-        err.append(buf.decode(errors="replace"))
+        cmd = ([self.imgboot, "boot", "--volatile=overlay", "--console=passive", "--notify-ready=yes",
+                "--machine=bench-debian"] + ([f"--private-users={users}"] if users else []) + [img])
+        with NotifySocket(os.path.join(self.work, "notify")) as s:
+            t0 = time.monotonic()
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, env=s.environment())
+            ready = s.wait_ready(p, t0, t0 + timeout)
         hwm = read_status(p.pid, "VmHWM") if ready else None
         rss = read_status(p.pid, "VmRSS") if ready else None
-        return self._stop(p, cmd, t0, ready, signal.SIGTERM, err, self.fail, {"reportedReady": reported,
-                                                                   "vmHWMKiB": hwm, "vmRSSKiB": rss})
+        return self._stop(p, cmd, t0, ready, signal.SIGTERM, [], self.fail, {"vmHWMKiB": hwm, "vmRSSKiB": rss})
 
     def boot_nspawn(self, timeout=60, userns=False):
         """systemd-nspawn -b --notify-ready=yes: nspawn passes the container's READY=1 (systemd
@@ -755,32 +772,14 @@ class Bench:
         NOTIFY_SOCKET, ours. Then SIGTERM: nspawn sends the container's init its --kill-signal,
         SIGRTMIN+3 with -b (halt), and exits when the container is gone."""
         img = self.img("debian")
-        path = os.path.join(self.work, "notify")
-        if os.path.exists(path):
-            os.unlink(path)
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        s.bind(path)
         cmd = (["systemd-nspawn", "-q", "--register=no", "--keep-unit", f"--image={img}",
                 "--volatile=overlay", "--console=passive", "--notify-ready=yes", "--machine=bench-debian"]
                + (self.NSPAWN_USERNS if userns else []) + ["-b"])
-        env = dict(os.environ, NOTIFY_SOCKET=path)
-        t0 = time.monotonic()
-        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True, env=env)
-        ready = None
-        deadline = t0 + timeout
-        try:
-            while ready is None and time.monotonic() < deadline and p.poll() is None:
-                s.settimeout(min(0.5, max(0.01, deadline - time.monotonic())))
-                try:
-                    msg = s.recv(4096).decode(errors="replace")
-                except socket.timeout:
-                    continue
-                if "READY=1" in msg.split("\n"):
-                    ready = time.monotonic() - t0
-        finally:
-            s.close()
-            os.unlink(path)
+        with NotifySocket(os.path.join(self.work, "notify")) as s:
+            t0 = time.monotonic()
+            p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True, env=s.environment())
+            ready = s.wait_ready(p, t0, t0 + timeout)
         hwm = read_status(p.pid, "VmHWM") if ready else None
         return self._stop(p, cmd, t0, ready, signal.SIGTERM, [], self.note, {"vmHWMKiB": hwm})
 

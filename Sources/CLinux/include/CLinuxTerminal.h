@@ -17,6 +17,10 @@ int imgboot_copy_window_size(int from, int to);
 /// after blocking them.
 int imgboot_signalfd(const int *signals);
 
+/// Ignores SIGPIPE: a write to a pipe nobody reads fails with EPIPE instead of killing the
+/// process. (Children that exec reset it: see reset_signals in container.c.)
+int imgboot_ignore_sigpipe(void);
+
 /// Reads one signal from a signalfd: returns its number, 0 when none is pending.
 int imgboot_signalfd_read(int fd);
 
@@ -38,5 +42,29 @@ int imgboot_random(void *buffer, unsigned long length);
 /// (PR_SET_PDEATHSIG), so that it does not outlive its caller however that ends. Returns the
 /// child's PID; a failure between fork and exec ends the child with status 127.
 int imgboot_spawn_tied(const char *path, char *const argv[], char *const envp[], int out, int err, int death_signal);
+
+/// Sets the window size of terminal `fd` (TIOCSWINSZ): `rows` lines of `columns` characters.
+int imgboot_set_window_size(int fd, unsigned short rows, unsigned short columns);
+
+/// The window size of terminal `fd` (TIOCGWINSZ). -1 with errno (ENOTTY) when it is none.
+int imgboot_window_size(int fd, unsigned short *rows, unsigned short *columns);
+
+// MARK: The notify protocol (notify.c), as sd_notify(3) speaks it: datagrams of
+// newline-separated KEY=VALUE fields on an AF_UNIX socket named by an absolute path, or by
+// "@NAME" for NAME in the abstract namespace.
+
+/// Sends `length` bytes of `data` as one datagram to the socket at `address`. EINVAL when
+/// `address` is neither an absolute path nor "@NAME", or too long for a socket address.
+int imgboot_notify_send(const char *address, const void *data, unsigned long length);
+
+/// A datagram socket bound at `address` (same forms), non-blocking and close-on-exec, that
+/// receives its senders' credentials (SO_PASSCRED). Returns the descriptor.
+int imgboot_notify_listen(const char *address);
+
+/// Receives one datagram from `fd` (a socket of imgboot_notify_listen) without waiting: its
+/// length, with `*sender` the PID the kernel vouches for (0 when it did not say). Descriptors
+/// sent along are closed. -1 with errno: EAGAIN when nothing is waiting, EMSGSIZE when the
+/// datagram was larger than `size` (it is dropped).
+long imgboot_notify_receive(int fd, void *buffer, unsigned long size, int *sender);
 
 #endif
