@@ -17,6 +17,10 @@ extension IMGBoot {
                 device nodes kept (not extended attributes or ACLs; sockets left out). Entries \
                 are named ./PATH. The archive gets its name only when complete, replacing a file \
                 of that name: a failure leaves nothing. The image is only read.
+
+                EXAMPLES:
+                  imgboot archive disk.raw disk.tar
+                  imgboot archive disk.raw - | tar -tvf -
                 """)
 
         @OptionGroup var global: GlobalOptions

@@ -154,7 +154,9 @@ enum CommandLineHabits {
 
     /// `unknown command "inspec"; did you mean "inspect"?`, or the list of commands.
     static func unknownCommand(_ word: String) -> String {
-        let names = commandNames.filter { $0 != "help" }
+        // The commands a user may type: not `help`, not the hidden keep-locks.
+        let names = IMGBoot.configuration.subcommands.filter { $0.configuration.shouldDisplay }
+            .compactMap { $0.configuration.commandName }
         // Not escaped here: the whole line is, where it is written.
         let quoted = "\"\(word)\""
         if let suggestion = suggestion(for: word, among: names) {

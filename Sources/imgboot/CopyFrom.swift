@@ -19,6 +19,11 @@ extension IMGBoot {
                 on the host. TARGET must not exist (a tree may go into an empty directory). The \
                 image is only read: its partitions are mounted read-only where only imgboot can \
                 see them (never in the host's mount table).
+
+                EXAMPLES:
+                  imgboot copy-from disk.raw /etc/os-release
+                  imgboot copy-from disk.raw /var/log logs
+                  imgboot copy-from disk.raw /etc/passwd - | grep root
                 """)
 
         @OptionGroup var global: GlobalOptions

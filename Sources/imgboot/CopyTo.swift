@@ -22,6 +22,11 @@ extension IMGBoot {
                 same name replaced). SOURCE: a regular file (its mode and mtime kept; it \
                 belongs to root), a directory (modes, owners, mtimes and symlinks kept), or - \
                 or nothing for standard input (a file of mode 0644).
+
+                EXAMPLES:
+                  imgboot copy-to disk.raw app.conf /etc/app.conf
+                  imgboot copy-to disk.raw ./site /srv/www
+                  imgboot copy-to disk.raw /etc/motd < motd.txt
                 """)
 
         @OptionGroup var global: GlobalOptions

@@ -32,7 +32,7 @@ extension IMGBoot {
         var image: String
 
         @Option(help: ArgumentHelp(
-            "Print one JSON object instead of a table (schema in README.md): short (one line; a bare --json means it), pretty (indented), or off.",
+            "Print one JSON object instead of a table (schema in README.md); a bare --json means short.",
             valueName: "format"))
         var json: JSONFormat = .off
 
@@ -68,5 +68,9 @@ extension IMGBoot {
     /// `--json=`'s values, as systemd-dissect names them.
     enum JSONFormat: String, ExpressibleByArgument, CaseIterable {
         case short, pretty, off
+
+        static var allValueDescriptions: [String: String] {
+            ["short": "one line", "pretty": "indented, one key per line", "off": "the table (the default)"]
+        }
     }
 }

@@ -17,6 +17,11 @@ extension IMGBoot {
                 /srv, /var on the root). One line per file below PATH, relative to it: a \
                 directory with a / after its name, then what it holds, sorted by name. Paths \
                 are resolved inside the image: its symlinks never lead out of it.
+
+                EXAMPLES:
+                  imgboot ls disk.raw
+                  imgboot ls disk.raw /etc
+                  imgboot ls --mtree disk.raw /usr/bin > usr-bin.mtree
                 """)
 
         @OptionGroup var global: GlobalOptions

@@ -6,7 +6,8 @@ import Testing
 /// status 125. None of this needs root: what would need it is refused as nobody, after the
 /// parsing it is about.
 struct CommandLineTests {
-    static let commands = ["inspect", "mount", "umount", "run", "boot", "smoke", "list", "enter", "stop"]
+    static let commands = ["inspect", "mount", "umount", "run", "boot", "smoke", "list", "enter", "stop",
+                           "ls", "copy-from", "copy-to", "archive"]
 
     /// `imgboot COMMAND --help` (or `imgboot --help` for ""), which must succeed.
     static func help(_ command: String, sourceLocation: SourceLocation = #_sourceLocation) throws -> String {
@@ -61,7 +62,8 @@ struct CommandLineTests {
         #expect(help.components(separatedBy: "--log-level <level>").count == 2, "\(help)")
         #expect(help.components(separatedBy: "critical").count == 2, "log levels listed more than once: \(help)")
         #expect(help.components(separatedBy: "(values: ").count == 2, "a second list of values: \(help)")
-        for (option, value) in [("--volatile <mode>", "overlay"), ("--private-users <mode>", "identity"), ("--console <mode>", "passive")]
+        for (option, value) in [("--volatile <mode>", "overlay"), ("--private-users <mode>", "identity"), ("--console <mode>", "passive"),
+                               ("--json <format>", "pretty")]
         where help.contains(option) {
             let listed = help.split(separator: "\n").filter { $0.trimmingCharacters(in: .whitespaces).hasPrefix(value + " ") }
             #expect(listed.count == 1 && listed[0].contains(" - "), "\(option): \(listed)")
@@ -85,20 +87,24 @@ struct CommandLineTests {
     /// Every option a command offers, it accepts: given with a valid value (as a separate word,
     /// which also checks that imgboot knows it takes one), the command line parses, and the
     /// command fails only for what nobody lacks (root) or the image that is not there.
-    @Test(arguments: ["run", "boot", "smoke", "enter", "stop", "mount", "inspect"])
+    @Test(arguments: ["run", "boot", "smoke", "enter", "stop", "mount", "inspect", "ls", "copy-from", "copy-to", "archive"])
     func everyOfferedOptionIsAccepted(_ command: String) throws {
         let values = [
             "--log-level": "error", "--hostname": "h", "--setenv": "A=1", "-E": "A=1", "--bind": "/tmp", "--bind-ro": "/tmp",
             "--private-users": "pick", "--machine": "m", "-M": "m", "--console": "passive", "--check": "true",
             "--timeout": "5", "--jobs": "1", "--junit": "/nonexistent/junit.xml",
+            "--ready-timeout": "5", "--check-timeout": "5", "--kill-signal": "SIGRTMIN+3", "--stop-timeout": "5",
+            "--notify-ready": "yes", "--init": "auto", "--shard": "1/2",
         ]
         let positionals = ["run": ["/nonexistent.raw"], "boot": ["/nonexistent.raw"], "smoke": ["/nonexistent.raw"],
-                           "enter": ["m"], "stop": ["m"], "mount": ["/nonexistent.raw", "/mnt"], "inspect": ["/nonexistent.raw"]]
+                           "enter": ["m"], "stop": ["m"], "mount": ["/nonexistent.raw", "/mnt"], "inspect": ["/nonexistent.raw"],
+                           "ls": ["/nonexistent.raw"], "copy-from": ["/nonexistent.raw", "/etc/os-release", "/tmp/x"],
+                           "copy-to": ["/nonexistent.raw", "/etc/motd"], "archive": ["/nonexistent.raw", "/tmp/x.tar"]]
         for option in try Self.offeredOptions(command) {
             for name in option.names where !["--help", "-h", "--version"].contains(name) {
                 var words = [name]
-                if name == "--volatile" {
-                    words = ["--volatile=state"]  // a mode is given with =
+                if name == "--volatile" || (command == "inspect" && name == "--json") {
+                    words = [name == "--json" ? "--json=pretty" : "--volatile=state"]  // a mode is given with =
                 } else if option.takesValue {
                     words.append(try #require(values[name], "no value known for \(command) \(name)"))
                 }
@@ -126,8 +132,8 @@ struct CommandLineTests {
         .init(typed: "sm", message: #"imgboot: unknown command "sm"; did you mean "smoke"?"#),
         .init(typed: "shell", message: #"imgboot: unknown command "shell"; did you mean "enter"?"#),
         .init(typed: "unmount", message: #"imgboot: unknown command "unmount"; did you mean "umount"?"#),
-        .init(typed: "frobnicate", message: #"imgboot: unknown command "frobnicate" (commands: inspect, mount, umount, run, boot, smoke, list, enter, stop; see imgboot --help)"#),
-        .init(typed: "disk\u{1b}[2J.raw", message: #"imgboot: unknown command "disk\x1b[2J.raw" (commands: inspect, mount, umount, run, boot, smoke, list, enter, stop; see imgboot --help)"#),
+        .init(typed: "frobnicate", message: #"imgboot: unknown command "frobnicate" (commands: inspect, mount, umount, run, boot, smoke, list, enter, stop, ls, copy-from, copy-to, archive; see imgboot --help)"#),
+        .init(typed: "disk\u{1b}[2J.raw", message: #"imgboot: unknown command "disk\x1b[2J.raw" (commands: inspect, mount, umount, run, boot, smoke, list, enter, stop, ls, copy-from, copy-to, archive; see imgboot --help)"#),
     ]
 
     /// A mistyped command: one line, the nearest command (or the list), 125, nothing on stdout.

@@ -71,8 +71,9 @@ struct InstallTests {
     @Test func manualPagesRender() throws {
         let installed = try Self.installation.get()
         let pages = try FileManager.default.contentsOfDirectory(atPath: installed.man1).sorted()
-        #expect(pages == ["imgboot-boot.1", "imgboot-enter.1", "imgboot-inspect.1", "imgboot-list.1", "imgboot-mount.1",
-                          "imgboot-run.1", "imgboot-smoke.1", "imgboot-stop.1", "imgboot-umount.1", "imgboot.1"])
+        #expect(pages == ["imgboot-archive.1", "imgboot-boot.1", "imgboot-copy-from.1", "imgboot-copy-to.1", "imgboot-enter.1",
+                          "imgboot-inspect.1", "imgboot-list.1", "imgboot-ls.1", "imgboot-mount.1", "imgboot-run.1",
+                          "imgboot-smoke.1", "imgboot-stop.1", "imgboot-umount.1", "imgboot.1"])
         for page in pages {
             let out = Harness.run(["/usr/bin/env", "MANWIDTH=80", "/usr/bin/man", "-l", installed.man1 + "/" + page])
             #expect(out.status == 0 && out.stderr.isEmpty, "\(page): \(out.stderr)")
@@ -127,11 +128,12 @@ struct InstallTests {
 
         // Machine names as this user may read them: root sees the store's; nobody cannot read
         // it, and gets nothing — no message in the middle of the command line.
-        let names = Set(((try? FileManager.default.contentsOfDirectory(atPath: "/run/imgboot/machines")) ?? []).filter { !$0.hasPrefix(".") })
+        // Other suites start and end machines meanwhile, so what is offered is checked for its
+        // shape (a machine name, never the store's own files), not against a listing.
         let asRoot = complete(["enter", ""])
         #expect(asRoot.stderr.isEmpty, "\(asRoot.stderr)")
-        if Harness.isRoot {
-            #expect(Set(asRoot.stdout.split(separator: "\n").map(String.init)).isSubset(of: names), "\(asRoot.stdout) vs \(names)")
+        for name in asRoot.stdout.split(separator: "\n") {
+            #expect(!name.hasPrefix(".") && !name.contains("/") && name.count <= 64, "offered \(name)")
         }
         let asNobody = complete(["stop", ""], as: ["/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         #expect(asNobody.stdout == "\n" && asNobody.stderr.isEmpty, "\(asNobody.stdout) \(asNobody.stderr)")

@@ -51,7 +51,7 @@ extension MountCommandTests {
             Hardening.expectOwnFailure(try s.mount([]), image: s.image, busy)
             let overlay = try Harness.imgboot(["run", s.image, "--", "cat", "/etc/imgboot-fixture"])
             let readOnly = try s.mount(["--read-only"])
-            let inspect = try Harness.imgboot(["inspect", "--json", s.image])
+            let inspect = try Harness.imgboot(["inspect", "--json=pretty", s.image])
             if holder.exclusive {
                 Hardening.expectOwnFailure(overlay, image: s.image, busy)
                 Hardening.expectOwnFailure(readOnly, image: s.image, busy)
