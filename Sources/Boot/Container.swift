@@ -44,7 +44,7 @@ public enum Container {
         // The machine's name, unique among running machines; held until the machine ends.
         let registration = try MachineRegistry.register(
             name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
-            mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run", privateNetwork: spec.privateNetwork,
+            mode: spec.plan.mode.rawValue, kind: spec.boot ? .boot : .run, privateNetwork: spec.privateNetwork,
             users: users, subject: image, stop: signals)
         defer { registration.unregister() }
         spec.machine = registration.machine.name

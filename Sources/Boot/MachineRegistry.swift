@@ -59,7 +59,7 @@ public enum MachineRegistry {
     /// registry's lock as `StateStore.lock` does: a stop signal through `stop` interrupts it,
     /// and a lock held too long is an error. `subject` (the image) is what messages name.
     public static func register(
-        name: String, exact: Bool, image: String, mode: String, kind: String, privateNetwork: Bool, users: UserRange? = nil,
+        name: String, exact: Bool, image: String, mode: String, kind: MachineRecord.Kind, privateNetwork: Bool, users: UserRange? = nil,
         subject: String, stop: StopSignals?
     ) throws -> Registration {
         try StateStore.prepare([.machines], subject: subject)
@@ -172,7 +172,6 @@ public enum MachineRegistry {
         if let unified = CgroupHierarchy.unifiedRoot() { MachineCgroup.removeTree(unified + "/imgboot/" + name) }
         rmdir(DeviceCgroup.root + "/imgboot/" + name)
         rmdir(StateStore.roots + "/" + name)
-        Directory.removeEmptyTree(StateStore.roots + "/" + name + ".staging")
         unlink(path)
     }
 

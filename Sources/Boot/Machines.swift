@@ -79,7 +79,7 @@ public enum Machines {
         }
         // Signalled only through this pidfd, which is proven to be the leader's.
         let leader = try machine.openLeader()
-        let signal = machine.kind == "boot" ? imgboot_sigrtmin() + 4 : SIGTERM
+        let signal = machine.kind == .boot ? imgboot_sigrtmin() + 4 : SIGTERM
         guard imgboot_pidfd_send_signal(leader.fd, signal) == 0 else {
             throw BootError(image: name, "signal the machine", errno: errno)
         }

@@ -17,11 +17,18 @@ public struct DissectedImage: Codable, Sendable, Equatable {
     /// Things a user should know that do not stop imgboot: a corrupt primary GPT header that
     /// was replaced by its backup, a partition that is skipped and why.
     public var warnings: [String]
+    /// Of `warnings`, those about damage to the partition table itself (a corrupt header
+    /// replaced by its backup, a backup that differs): the ones worth saying when the image is
+    /// used anyway. (The others say why a partition is not used, which an error repeats when
+    /// that matters.)
+    public var tableWarnings: [String]
+    /// Of `warnings`, those that say why there is no root to use (`PartitionSelection`).
+    public var rootReasons: [String]
 
     public init(
         image: String, size: UInt64, sectorSize: Int, partitionTable: PartitionTableType?,
         imageUuid: String?, architecture: Architecture?, partitions: [Partition],
-        warnings: [String] = []
+        warnings: [String] = [], tableWarnings: [String] = [], rootReasons: [String] = []
     ) {
         self.image = image
         self.size = size
@@ -31,6 +38,23 @@ public struct DissectedImage: Codable, Sendable, Equatable {
         self.architecture = architecture
         self.partitions = partitions
         self.warnings = warnings
+        self.tableWarnings = tableWarnings
+        self.rootReasons = rootReasons
+    }
+
+    private enum CodingKeys: String, CodingKey {
+        case image, size, sectorSize, partitionTable, imageUuid, architecture, partitions, warnings
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(image: try c.decode(String.self, forKey: .image), size: try c.decode(UInt64.self, forKey: .size),
+                  sectorSize: try c.decode(Int.self, forKey: .sectorSize),
+                  partitionTable: try c.decodeIfPresent(PartitionTableType.self, forKey: .partitionTable),
+                  imageUuid: try c.decodeIfPresent(String.self, forKey: .imageUuid),
+                  architecture: try c.decodeIfPresent(Architecture.self, forKey: .architecture),
+                  partitions: try c.decode([Partition].self, forKey: .partitions),
+                  warnings: try c.decode([String].self, forKey: .warnings))
     }
 
     /// The partitions that will be mounted, in the order their mount points nest
@@ -38,13 +62,6 @@ public struct DissectedImage: Codable, Sendable, Equatable {
     public var usedPartitions: [Partition] {
         partitions.filter { $0.mountPoint != nil }
             .sorted { ($0.mountPoint ?? "").count < ($1.mountPoint ?? "").count }
-    }
-
-    /// The warnings about damage to the partition table itself (a corrupt header replaced by its
-    /// backup, a backup that differs): the ones worth saying when the image is used anyway. (The
-    /// others say why a partition is not used, which an error repeats when that matters.)
-    public var tableWarnings: [String] {
-        warnings.filter { $0.hasPrefix("the primary ") || $0.hasPrefix("the backup ") }
     }
 
     /// The partition that will be mounted at `/`, if any.

@@ -82,10 +82,11 @@ public final class MountedTree {
     var owner: Owner?
 
     private func run(_ plan: MountPlan, devices: [Int: String]) throws(MountError) {
-        var skipped: Set<String> = []
+        // A failed optional partition's other steps (its overlay, its detach) are skipped with it.
+        var skipped: Set<Int> = []
         // The container's own steps are its first process's (`ContainerPlan`, CLinux).
         for step in plan.steps(.tree) {
-            if let name = step.partition, skipped.contains(name) { continue }
+            if let number = step.partitionNumber, skipped.contains(number) { continue }
             do {
                 try perform(step, devices: devices)
             } catch where step.optional {
@@ -93,7 +94,7 @@ public final class MountedTree {
                 warnings.append("\(name) is not mounted: \(error.message)")
                 // Only debug: callers report `warnings` to the user (once).
                 logger.debug("\(image): \(name) is not mounted: \(error.message)")
-                skipped.insert(name)
+                if let number = step.partitionNumber { skipped.insert(number) }
             }
         }
     }

@@ -41,7 +41,7 @@ extension IMGBoot {
             if json {
                 print(JSON.array(machines.map { m in
                     .object([
-                        ("name", .string(m.name)), ("kind", .string(m.kind)), ("mode", .string(m.mode)),
+                        ("name", .string(m.name)), ("kind", .string(m.kind.rawValue)), ("mode", .string(m.mode)),
                         ("leader", .int(Int64(m.leaderPID))), ("supervisor", .int(Int64(m.supervisor.pid))),
                         ("image", .string(m.image)), ("started", .int(Int64(m.started))), ("cgroup", .string(m.cgroup)),
                         ("users", .string(m.users.map { "\($0.base):\($0.count)" })),
@@ -57,7 +57,7 @@ extension IMGBoot {
             clock_gettime(CLOCK_REALTIME, &ts)
             var rows = [["MACHINE", "KIND", "MODE", "LEADER", "USERS", "UP", "IMAGE"]]
             for m in machines {
-                rows.append([printable(m.name), printable(m.kind), printable(m.mode), String(m.leaderPID),
+                rows.append([printable(m.name), m.kind.rawValue, printable(m.mode), String(m.leaderPID),
                              m.users.map(\.description) ?? "host", duration(Int(ts.tv_sec) - m.started), printable(m.image)])
             }
             let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
