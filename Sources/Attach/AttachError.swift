@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// Why partitions of an image could not be given loop devices. Renders as one line that names
 /// the image, the partition when there is one, what imgboot was doing and why it failed:
@@ -138,9 +139,4 @@ public struct AttachError: IMGBootError, Equatable {
             return "attach loop device: every free loop device was taken by another program before imgboot could configure it (\(attempts) attempts)"
         }
     }
-}
-
-/// strerror, as a Swift string.
-func errnoString(_ code: Int32) -> String {
-    String(cString: strerror(code))
 }

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// The partitions of a dissected image that will be mounted, each on a loop device of its own,
 /// with the image locked (shared if every device is read-only, exclusive otherwise).

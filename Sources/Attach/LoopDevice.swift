@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Logging
+import Support
 
 /// A loop device that imgboot configured: `/dev/loopN` showing `size` bytes of a backing file
 /// from byte `offset`, and an open descriptor of it that this object owns.
@@ -293,23 +294,6 @@ public final class LoopDevice {
     public func waitUntilDetached(timeout: Duration = .seconds(2)) -> Bool {
         guard fileDescriptor < 0 else { return false }
         return waitUntil(deadline: ContinuousClock.now + timeout) { isDetached }
-    }
-}
-
-/// Polls `condition` with a growing pause (0.2 ms up to `longestPause`) until it holds or
-/// `deadline` passes; returns whether it held.
-func waitUntil(
-    deadline: ContinuousClock.Instant, longestPause: Duration = .milliseconds(20), _ condition: () -> Bool
-) -> Bool {
-    var pause = Duration.microseconds(200)
-    while true {
-        if condition() { return true }
-        let now = ContinuousClock.now
-        if now >= deadline { return false }
-        let step = min(pause, deadline - now)
-        let (seconds, attoseconds) = step.components
-        usleep(UInt32(clamping: seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
-        pause = min(pause * 2, longestPause)
     }
 }
 

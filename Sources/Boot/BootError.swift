@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// Why a container could not be set up or run. One line: the image (or machine), what failed,
 /// and the errno — `basic.raw: container setup: mount proc on /proc: Permission denied`.

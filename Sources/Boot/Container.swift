@@ -6,6 +6,7 @@ import CLinux
 import Dissect
 import Logging
 import Mount
+import Support
 
 /// Runs a container from a disk image: attach, mount (in a private mount namespace), clone the
 /// child into new namespaces, supervise it, and tear everything down — on success, on error,
@@ -309,23 +310,6 @@ extension Array where Element == String {
     var paired: (String, String) { (first ?? "", count > 1 ? self[1] : "") }
 }
 
-/// A NULL-terminated array of C strings that lives as long as this object.
-final class CStringArray {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-    private let count: Int
-
-    init(_ strings: [String]) {
-        count = strings.count
-        pointer = .allocate(capacity: count + 1)
-        for (i, s) in strings.enumerated() { pointer[i] = strdup(s) }
-        pointer[count] = nil
-    }
-
-    deinit {
-        for i in 0..<count { free(pointer[i]) }
-        pointer.deallocate()
-    }
-}
 
 /// Times the stages at debug level: "dissect 0.004 s, attach 0.001 s, …".
 final class StageClock {
@@ -335,14 +319,12 @@ final class StageClock {
 
     init(logger: Logger) {
         self.logger = logger
-        start = StageClock.now()
+        start = monotonicSeconds()
         last = start
     }
 
     func lap(_ stage: String) {
         logger.debug("\(stageLine(stage, since: last))")
-        last = StageClock.now()
+        last = monotonicSeconds()
     }
-
-    static func now() -> Double { monotonicSeconds() }
 }

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// The devices a container may open or create: the few of its /dev and its ptys, nothing else.
 /// Without this, root in the container — which keeps CAP_MKNOD and CAP_SYS_ADMIN, as under

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Logging
 import Mount
+import Support
 
 /// Running machines, findable by name, in the state store (`StateStore.machines`): each
 /// `run`/`boot` keeps its record `machines/NAME` locked (flock) for as long as it runs. The lock
@@ -75,10 +76,8 @@ public enum MachineRegistry {
                 let path = StateStore.machines + "/" + candidate
                 var st = stat()
                 if lstat(path, &st) == 0 { continue }  // a live machine's (the sweep removed the dead)
-                var now = timespec()
-                clock_gettime(CLOCK_REALTIME, &now)
                 let machine = MachineRecord(name: candidate, kind: kind, mode: mode, image: image, leader: nil,
-                                            supervisor: supervisor, started: Int(now.tv_sec), cgroup: nil, privateNetwork: privateNetwork,
+                                            supervisor: supervisor, started: unixSeconds(), cgroup: nil, privateNetwork: privateNetwork,
                                             users: users)
                 let lock = try StateStore.write(machine.json, to: path, placement: .create, locked: true, subject: subject)
                 return Registration(machine: machine, fd: lock ?? -1, path: path)

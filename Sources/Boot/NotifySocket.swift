@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// The notification socket of whoever started imgboot (`$NOTIFY_SOCKET`: a service manager, a
 /// CI tool, `imgboot smoke`), spoken to as sd_notify(3) does: one datagram of newline-separated

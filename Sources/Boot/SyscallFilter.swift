@@ -5,6 +5,7 @@ import CLinux
 import CSeccomp
 import Dissect
 import Mount
+import Support
 
 /// The container's seccomp filter: an allow-list in the spirit of systemd-nspawn's
 /// (`src/nspawn/nspawn-seccomp.c`, systemd 252), compiled with libseccomp before the container

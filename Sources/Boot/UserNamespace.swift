@@ -5,6 +5,7 @@ import CLinux
 import Dissect
 import Logging
 import Mount
+import Support
 
 /// `--private-users`: whether the container gets a user namespace, and which host UIDs and GIDs
 /// its users are. systemd-nspawn's names; the default of `run`, `boot` and `smoke` is `pick`.

@@ -1,4 +1,5 @@
 import Logging
+import Support
 
 extension DissectedImage {
     /// Reads the image at `path`: its partition table, the filesystem in each partition, and

@@ -5,6 +5,7 @@ import Attach
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// Dissect → attach → mount, in one call, leaving nothing behind when a step fails.
 public enum ImageMount {
@@ -450,15 +451,7 @@ public enum LockKeeperProcess {
         // Checked after opening the pidfd: the process it holds is the one checked.
         guard ProcessIdentity.startTime(of: keeper.pid) == keeper.startTime else { return true }
         _ = imgboot_pidfd_send_signal(pidfd.fd, SIGTERM)
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            // A pidfd becomes readable when its process ends.
-            var ended = pollfd(fd: pidfd.fd, events: Int16(POLLIN), revents: 0)
-            let left = deadline - monotonicSeconds()
-            let n = poll(&ended, 1, Int32(max(0, left * 1000)) + 1)
-            if n > 0 { return true }
-            if n < 0 && errno == EINTR { continue }
-            if left <= 0 { return false }
-        }
+        // A pidfd becomes readable when its process ends.
+        return waitReadable(pidfd.fd, until: Deadline(after: timeout))
     }
 }

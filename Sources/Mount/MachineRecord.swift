@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// A running machine as the state store keeps it (`/run/imgboot/machines/NAME`), and what
 /// `imgboot list` shows. Its processes are named by PID *and* start time, and the leader by its

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// Why an image could not be mounted. One line: the image, the partition or path, what failed
 /// and the errno — `basic.raw: partition 3 (srv): mount ext4 on /srv: Invalid argument`.

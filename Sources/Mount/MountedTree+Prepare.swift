@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// The steps that put imgboot's own things into the tree around the image — a container's
 /// /dev and its nodes, /run, /tmp, /run/host, the host's resolv.conf and timezone, binds of host

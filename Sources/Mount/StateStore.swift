@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// imgboot's runtime state: everything it keeps under /run/imgboot, in one format and under
 /// one permission model, and the one place that knows the paths (crun keeps a container's
@@ -275,21 +276,20 @@ public enum StateStore {
     }
 
     static func waitForLock(_ fd: Int32, path: String, subject: String, stop: StopSignals?, timeout: Double) throws {
-        let deadline = monotonicSeconds() + timeout
+        let deadline = Deadline(after: timeout)
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let e = errno
             guard e == EWOULDBLOCK || e == EINTR else {
                 throw MountError(image: subject, .failed(operation: "lock \(path)", errno: e))
             }
             try stop?.checkpoint(subject)
-            let left = deadline - monotonicSeconds()
-            guard left > 0 else {
+            guard !deadline.hasPassed else {
                 throw MountError(image: subject, .other(
                     "\(path) has been locked by another process for \(Int(timeout.rounded())) s: is an imgboot hung? (fuser -v \(path) names it)"))
             }
             // Sleep until a signal arrives or the next look at the lock (poll ignores fd -1).
             var signal = pollfd(fd: stop?.fd ?? -1, events: Int16(POLLIN), revents: 0)
-            _ = poll(&signal, 1, Int32(min(left, 0.02) * 1000) + 1)
+            _ = poll(&signal, 1, deadline.pollMilliseconds(atMost: 0.02))
         }
     }
 }

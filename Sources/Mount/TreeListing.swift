@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Crypto
 import Dissect
+import Support
 
 /// What `imgboot ls` prints: the files of an image's tree, as `systemd-dissect --list` and
 /// `--mtree` print them.

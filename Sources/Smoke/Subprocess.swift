@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// Something whose descriptor a wait should keep empty: another process's output pipe (a
 /// booted machine's console, which must never fill up and stall its imgboot), a notify socket.
@@ -74,7 +75,7 @@ final class Subprocess: Drainable {
             if output >= 0 { fds.append(pollfd(fd: output, events: Int16(POLLIN), revents: 0)) }
             let watched = others.filter { $0.pollFD >= 0 }
             fds += watched.map { pollfd(fd: $0.pollFD, events: Int16(POLLIN), revents: 0) }
-            let left = deadline.map { $0 - now() } ?? 1
+            let left = deadline.map { $0 - monotonicSeconds() } ?? 1
             if left <= 0 { return nil }
             let n = poll(&fds, nfds_t(fds.count), Int32(min(left, 1) * 1000))
             if n < 0 && errno != EINTR { break }
@@ -171,8 +172,6 @@ func plainLines(_ text: String) -> String {
     for _ in 0..<pendingReturns { out.append("\r") }
     return String(out)
 }
-
-func now() -> Double { monotonicSeconds() }
 
 /// Smoke's own failures (it could not start a process at all).
 public struct SmokeError: Error, CustomStringConvertible {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Boot
 import Dissect
 import Mount
+import Support
 
 /// The options `run`, `boot` and `smoke` share, named as systemd-nspawn names them. (What
 /// only `run` and `boot` take is in `MachineOptions`: smoke names its machines itself.)

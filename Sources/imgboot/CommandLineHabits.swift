@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dissect
+import Support
 
 /// The command line as systemd-nspawn's users type it, turned into the one swift-argument-parser
 /// reads: before it is parsed, imgboot

@@ -4,6 +4,7 @@ import Mount
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 extension IMGBoot {

@@ -5,6 +5,7 @@ import Mount
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 extension IMGBoot {
@@ -53,18 +54,13 @@ extension IMGBoot {
                 print("No machines.")
                 return
             }
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
+            let now = unixSeconds()
             var rows = [["MACHINE", "KIND", "MODE", "LEADER", "USERS", "UP", "IMAGE"]]
             for m in machines {
                 rows.append([printable(m.name), m.kind.rawValue, printable(m.mode), String(m.leaderPID),
-                             m.users.map(\.description) ?? "host", duration(Int(ts.tv_sec) - m.started), printable(m.image)])
+                             m.users.map(\.description) ?? "host", duration(now - m.started), printable(m.image)])
             }
-            let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
-            for row in rows {
-                print(row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell.padding(to: widths[c]) }
-                    .joined(separator: "  "))
-            }
+            print(textTable(rows), terminator: "")
         }
 
         func duration(_ seconds: Int) -> String {

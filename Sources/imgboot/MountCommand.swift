@@ -6,6 +6,7 @@ import Mount
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 extension IMGBoot {

@@ -4,6 +4,7 @@ import Dissect
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 extension IMGBoot {

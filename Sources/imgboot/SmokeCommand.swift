@@ -5,6 +5,7 @@ import Smoke
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 extension IMGBoot {

@@ -5,6 +5,7 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
+import Support
 #endif
 
 /// Live lines for a terminal (one per image, redrawn: "booting → ready in 0.52 s → checks

@@ -5,6 +5,7 @@ import Attach
 import Dissect
 import Testing
 @testable import Mount
+import Support
 
 /// The records of the state store (`StateStore`): what is written is read back as it was,
 /// hostile strings cannot add or change a field, and anything but a complete record of the
