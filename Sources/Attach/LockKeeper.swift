@@ -160,7 +160,7 @@ public enum LockKeeper {
     }
 
     private static func fail(_ step: String) -> Int32 {
-        say("cannot \(step): \(String(cString: strerror(errno)))")
+        say("cannot \(step): \(errnoString(errno))")
         return 1
     }
 

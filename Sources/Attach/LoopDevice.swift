@@ -300,13 +300,8 @@ public final class LoopDevice {
 /// The contents of a sysfs attribute without its trailing newline, or nil when it cannot be
 /// read (most often: it does not exist).
 func readSysfs(_ path: String, relativeTo directory: Int32 = AT_FDCWD) -> String? {
-    let fd = openat(directory, path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard n >= 0 else { return nil }
-    var text = String(decoding: buffer[..<n], as: UTF8.self)
+    guard let bytes = readFile(path, limit: 4096, relativeTo: directory) else { return nil }
+    var text = String(decoding: bytes, as: UTF8.self)
     while text.last == "\n" { text.removeLast() }
     return text
 }

@@ -27,7 +27,7 @@ public struct BootError: IMGBootError, Equatable {
 
     public var description: String {
         var text = "\(image): \(operation)"
-        if let errno { text += ": " + String(cString: strerror(errno)) }
+        if let errno { text += ": " + errnoString(errno) }
         return text
     }
 }

@@ -159,7 +159,9 @@ public enum Container {
         // The child waits for this byte: its maps are written, it is placed in its cgroups, its
         // tree is mounted, and it may go on.
         let start = [go] + (go == UInt8(IMGBOOT_GO_COMMAND) && !spec.boot ? commandMessage(command) : [])
-        _ = write(child.sync, start, start.count)
+        // A child that died before reading this says why on its error pipe, which the
+        // supervisor reports; the write's own error (EPIPE) would say less.
+        try? writeFully(child.sync, start)
         close(child.sync)
         started = true
         clock.lap("spawn")

@@ -21,7 +21,7 @@ final class DeviceCgroup {
             let entries = ContainerDevices.filterEntries
             let majors = entries.map(\.major), minors = entries.map(\.minor)
             if imgboot_attach_device_filter(cgroup.fd, majors, minors, entries.count) == 0 { return nil }
-            logger.debug("cannot attach the BPF device program to \(cgroup.path): \(String(cString: strerror(errno))); trying the v1 devices controller")
+            logger.debug("cannot attach the BPF device program to \(cgroup.path): \(errnoString(errno)); trying the v1 devices controller")
         }
         return try create(machine: machine, logger: logger)
     }
@@ -64,9 +64,10 @@ final class DeviceCgroup {
         let fd = open(path + "/" + file, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BootError(image: path, "open \(file)", errno: errno) }
         defer { close(fd) }
-        let bytes = Array(value.utf8)
-        guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
-            throw BootError(image: path, "write \"\(value)\" to \(file)", errno: errno)
+        do {
+            try writeFully(fd, value.utf8)
+        } catch {
+            throw BootError(image: path, "write \"\(value)\" to \(file)", errno: error.code)
         }
     }
 
@@ -77,7 +78,7 @@ final class DeviceCgroup {
             if rmdir(path) == 0 || errno == ENOENT { return }
             usleep(10_000)
         }
-        logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
+        logger.warning("cannot remove cgroup \(path): \(errnoString(errno))")
     }
 }
 

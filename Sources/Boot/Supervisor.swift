@@ -101,7 +101,7 @@ final class Supervisor {
             let n = poll(&fds, nfds_t(fds.count), pollTimeout())
             if n < 0 {
                 if errno == EINTR { continue }
-                logger.error("poll: \(String(cString: strerror(errno)))")
+                logger.error("poll: \(errnoString(errno))")
                 break
             }
             if n == 0 { killIfOverdue() }
@@ -310,7 +310,7 @@ extension Supervisor.Outcome {
         }
         if let e = childError {
             if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !boot {
-                let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
+                let what = e.error == ENOENT ? "command not found" : errnoString(e.error)
                 writeStderr("imgboot: \(printable(argv.first ?? "")): \(what)\n")
             } else {
                 let what = e.step == Int32(IMGBOOT_STEP_PLAN.rawValue) && plan.indices.contains(Int(e.index))

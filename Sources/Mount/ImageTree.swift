@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import Attach
 import CLinux
 import Dissect
@@ -184,7 +185,7 @@ public final class ImageTree {
         case ENOTDIR: "not a directory in the image (or a component of the path is not)"
         case ELOOP: "too many levels of symlinks in the image"
         case EROFS: "on a read-only filesystem"
-        default: String(cString: strerror(e))
+        default: errnoString(e)
         }
         return MountError(image: image, .other("\(path): \(what)"))
     }
@@ -230,6 +231,6 @@ func describeMountPoint(_ error: ResolveError) -> String {
     case ENOENT: "mount point \(error.path) does not exist in the read-only image (imgboot never writes the image to create it)"
     case ENOTDIR: "mount point \(error.path) is not a directory"
     case ELOOP: "mount point \(error.path) is a symlink loop"
-    default: "cannot open mount point \(error.path): \(String(cString: strerror(error.errno)))"
+    default: "cannot open mount point \(error.path): \(errnoString(error.errno))"
     }
 }

@@ -49,7 +49,7 @@ public struct MountError: IMGBootError, Equatable {
         case .missingMountPoint(let path):
             "mount point \(path) does not exist in the read-only image (imgboot never writes the image to create it)"
         case .notADirectory(let path): "mount point \(path) is not a directory"
-        case .failed(let operation, let e): "\(operation): \(String(cString: strerror(e)))"
+        case .failed(let operation, let e): "\(operation): \(errnoString(e))"
         case .other(let text): text
         }
     }

@@ -89,7 +89,7 @@ extension MountedTree {
             case ENOENT: "the image has no \(path) directory"
             case ELOOP: "the image's \(path) is a symlink; imgboot mounts \(path) only on a real directory"
             case ENOTDIR: "the image's \(path) is not a directory"
-            default: "cannot open \(path) in the image: \(String(cString: strerror(error.errno)))"
+            default: "cannot open \(path) in the image: \(errnoString(error.errno))"
             }
             throw MountError(image: image, .other(what))
         }
@@ -240,12 +240,10 @@ extension MountedTree {
         }
         // The mode as meant (open's went through the umask).
         guard fchmod(fd, mode) == 0 else { throw MountError(image: image, .failed(operation: "set the mode of \(path)", errno: errno)) }
-        var done = 0
-        while done < content.count {
-            let n = content.withUnsafeBytes { write(fd, $0.baseAddress! + done, content.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw MountError(image: image, .failed(operation: "write \(path)", errno: errno)) }
-            done += n
+        do {
+            try writeFully(fd, content)
+        } catch {
+            throw MountError(image: image, .failed(operation: "write \(path)", errno: error.code))
         }
     }
 
@@ -301,7 +299,7 @@ extension MountedTree {
             guard imgboot_bind_idmapped(source, owner.idmap, readOnly ? 1 : 0, target.fd) == 0 else {
                 let e = errno
                 if e == EINVAL || e == EPERM || e == EOPNOTSUPP {
-                    throw MountError(image: image, .other("bind \(sourcePath) on \(path): \(String(cString: strerror(e))) (its filesystem, or a mount below it, cannot be idmapped; add :noidmap, or use --private-users=no)"))
+                    throw MountError(image: image, .other("bind \(sourcePath) on \(path): \(errnoString(e)) (its filesystem, or a mount below it, cannot be idmapped; add :noidmap, or use --private-users=no)"))
                 }
                 throw MountError(image: image, .failed(operation: "bind \(sourcePath) on \(path)", errno: e))
             }

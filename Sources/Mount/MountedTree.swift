@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import CLinux
 import Dissect
 import Logging
@@ -203,7 +204,7 @@ public final class MountedTree {
         guard imgboot_attach_detached(mnt, idmap, 0, target.fd) == 0 else {
             let e = errno
             throw MountError(image: image, partition: step.partition, .other(
-                "mount \(fsType) on \(step.target) idmapped for the user namespace: \(String(cString: strerror(e))) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
+                "mount \(fsType) on \(step.target) idmapped for the user namespace: \(errnoString(e)) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
         }
         made.append(landing)
     }
@@ -332,7 +333,7 @@ public final class MountedTree {
         case ENOTDIR: "mount point \(error.path) is not a directory"
         case ELOOP: "mount point \(error.path) is a symlink loop"
         case EXDEV: "mount point \(error.path) points outside the image"
-        default: "cannot open \(error.path): \(String(cString: strerror(error.errno)))"
+        default: "cannot open \(error.path): \(errnoString(error.errno))"
         }
     }
 
@@ -362,7 +363,7 @@ public final class MountedTree {
     private func rollback() {
         // NOFOLLOW: these are resolved paths; nothing in the image may redirect them now.
         for path in made.reversed() where umount2(path, Int32(MNT_DETACH | UMOUNT_NOFOLLOW)) != 0 {
-            logger.debug("rollback: cannot detach \(path): \(String(cString: strerror(errno)))")
+            logger.debug("rollback: cannot detach \(path): \(errnoString(errno))")
         }
         made.removeAll()
         removeStaging()

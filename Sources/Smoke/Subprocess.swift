@@ -38,7 +38,7 @@ final class Subprocess: Drainable {
     init(_ argv: [String], environment: [String]? = nil, outputLimit: Int = Subprocess.outputLimit) throws(SmokeError) {
         captured = BoundedBuffer(limit: outputLimit)
         var fds: [Int32] = [-1, -1]
-        guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe: \(String(cString: strerror(errno)))") }
+        guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe: \(errnoString(errno))") }
         let args = argv.map { strdup($0) } + [nil]
         defer { for a in args { free(a) } }
         let env = environment.map { $0.map { strdup($0) } + [nil] }
@@ -49,7 +49,7 @@ final class Subprocess: Drainable {
         close(fds[1])
         guard pid > 0 else {
             close(fds[0])
-            throw SmokeError("start \(argv[0]): \(String(cString: strerror(e)))")
+            throw SmokeError("start \(argv[0]): \(errnoString(e))")
         }
         self.pid = pid
         pidfd = imgboot_pidfd_open(pid)

@@ -176,7 +176,7 @@ func validateTimeout(_ seconds: Double, option: String = "--timeout") throws {
 /// The canonical path of an existing directory, or a one-line error.
 func existingDirectory(_ path: String) throws -> String {
     guard let resolved = realpath(path, nil) else {
-        throw CommandError(description: "\(path): \(errno == ENOENT ? "no such directory" : String(cString: strerror(errno)))")
+        throw CommandError(description: "\(path): \(errno == ENOENT ? "no such directory" : errnoString(errno))")
     }
     defer { free(resolved) }
     let canonical = String(cString: resolved)

@@ -140,19 +140,16 @@ struct JUnitFile {
 
     func write(_ text: String) throws {
         defer { close(fd) }
-        let bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw Self.failure(path, n < 0 ? errno : EIO) }
-            done += n
+        do {
+            try writeFully(fd, text.utf8)
+        } catch {
+            throw Self.failure(path, error.code)
         }
         guard fsync(fd) == 0 || errno == EINVAL else { throw Self.failure(path, errno) }
     }
 
     private static func failure(_ path: String, _ e: Int32) -> CommandError {
-        CommandError(description: "\(path): cannot write the JUnit report: \(String(cString: strerror(e)))")
+        CommandError(description: "\(path): cannot write the JUnit report: \(errnoString(e))")
     }
 }
 
@@ -164,6 +161,6 @@ extension Shard: ExpressibleByArgument {
 func selfExecutable() throws -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { throw CommandError(description: "cannot find imgboot's own executable: \(String(cString: strerror(errno)))") }
+    guard n > 0 else { throw CommandError(description: "cannot find imgboot's own executable: \(errnoString(errno))") }
     return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
