@@ -57,9 +57,7 @@ public enum Container {
         let attached = try AttachedImage.attach(
             spec.image, partitions: spec.plan.attachments.map { (number: $0.number, readOnly: $0.readOnly) }, logger: logger)
         defer {
-            attached.close()
-            if !attached.waitUntilDetached() { logger.warning("\(image): loop devices still attached after 2 s") }
-            attached.unlock()
+            attached.finish(logger: logger)
             clock.lap("teardown")
         }
         clock.lap("attach")

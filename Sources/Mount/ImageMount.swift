@@ -23,9 +23,7 @@ public enum ImageMount {
         do {
             tree = try MountedTree.apply(plan, image: image, devices: devices, at: dir, logger: logger)
         } catch {
-            attached.close()
-            _ = attached.waitUntilDetached()
-            attached.unlock()
+            attached.finish(logger: logger)
             throw error
         }
         // The mounts hold the devices now; autoclear ends them with the last mount.

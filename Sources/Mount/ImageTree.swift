@@ -207,18 +207,16 @@ public final class ImageTree {
         let wrote = mounts.contains { $0.writable }
         mounts.removeAll()
         if let attached {
-            attached.close()
-            if !attached.waitUntilDetached() { logger.warning("\(image): loop devices still attached after 2 s") }
-            // What the loop device wrote is in the image file's page cache: on disk before
-            // anyone else may take the image.
-            if wrote {
+            attached.finish(logger: logger) {
+                // What the loop device wrote is in the image file's page cache: on disk before
+                // anyone else may take the image.
+                guard wrote else { return }
                 let fd = Glibc.open(image, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
                 if fd < 0 || fsync(fd) != 0 {
                     failure = failure ?? MountError(image: image, .failed(operation: "flush the image to disk", errno: errno))
                 }
                 if fd >= 0 { Glibc.close(fd) }
             }
-            attached.unlock()
             self.attached = nil
         }
         if let failure { throw failure }
