@@ -95,7 +95,6 @@ extension IMGBoot {
                 jobs: jobs ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             let display = SmokeDisplay(images: selected, live: SmokeDisplay.isLive(json: json))
             let results = runner.run(images: selected) { index, event in display.show(index, event) }
-            display.finish()
             let smoke = SmokeReport(results: results)
 
             // The JSON is printed whatever happens to the JUnit file; a file that could not be

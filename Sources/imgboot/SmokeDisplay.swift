@@ -149,6 +149,4 @@ final class SmokeDisplay: Sendable {
         default: return 1
         }
     }
-
-    func finish() {}
 }
