@@ -1,6 +1,6 @@
 /// What a disk image holds, as `imgboot inspect --json` prints it. Plain data: produced by
 /// `DissectedImage.dissect(path:)`, consumed by the later stages of the pipeline.
-public struct DissectedImage: Codable, Sendable, Equatable {
+public struct DissectedImage: Sendable, Equatable {
     /// The image's path, as the user gave it.
     public var image: String
     /// Size in bytes.
@@ -42,21 +42,6 @@ public struct DissectedImage: Codable, Sendable, Equatable {
         self.rootReasons = rootReasons
     }
 
-    private enum CodingKeys: String, CodingKey {
-        case image, size, sectorSize, partitionTable, imageUuid, architecture, partitions, warnings
-    }
-
-    public init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(image: try c.decode(String.self, forKey: .image), size: try c.decode(UInt64.self, forKey: .size),
-                  sectorSize: try c.decode(Int.self, forKey: .sectorSize),
-                  partitionTable: try c.decodeIfPresent(PartitionTableType.self, forKey: .partitionTable),
-                  imageUuid: try c.decodeIfPresent(String.self, forKey: .imageUuid),
-                  architecture: try c.decodeIfPresent(Architecture.self, forKey: .architecture),
-                  partitions: try c.decode([Partition].self, forKey: .partitions),
-                  warnings: try c.decode([String].self, forKey: .warnings))
-    }
-
     /// The partitions that will be mounted, in the order their mount points nest
     /// (root first, then /usr, /home, …).
     public var usedPartitions: [Partition] {
@@ -70,13 +55,13 @@ public struct DissectedImage: Codable, Sendable, Equatable {
     }
 }
 
-public enum PartitionTableType: String, Codable, Sendable {
+public enum PartitionTableType: String, Sendable {
     case gpt
     case dos
 }
 
 /// One partition (or, for a bare filesystem image, the whole file as number 0).
-public struct Partition: Codable, Sendable, Equatable {
+public struct Partition: Sendable, Equatable {
     /// The partition number as fdisk shows it; 0 for a bare filesystem image.
     public var number: Int
     /// Its role, from the type UUID or the fallback rules; nil when it has none.
