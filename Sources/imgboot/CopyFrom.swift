@@ -4,8 +4,8 @@ import Mount
 
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
+import Support
 
 extension IMGBoot {
     struct CopyFrom: ParsableCommand {

@@ -4,8 +4,8 @@ import Logging
 
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
+import Support
 
 @main
 struct IMGBoot: ParsableCommand {

@@ -5,8 +5,8 @@ import Smoke
 
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
+import Support
 
 extension IMGBoot {
     struct SmokeTest: ParsableCommand {

@@ -5,8 +5,8 @@ import Synchronization
 
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
+import Support
 
 /// Live lines for a terminal (one per image, redrawn: "booting → ready in 0.52 s → checks
 /// 2/2 → passed"), cut to the terminal's width and, with more images than rows, showing the

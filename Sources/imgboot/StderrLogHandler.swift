@@ -3,8 +3,8 @@ import Logging
 
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
+import Support
 
 /// Log lines for people: `imgboot: debug: message`, with the time since start-up when at
 /// debug level or below, so that the stages' costs are visible.

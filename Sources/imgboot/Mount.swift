@@ -6,8 +6,8 @@ import Mount
 
 #if canImport(Glibc)
 import Glibc
-import Support
 #endif
+import Support
 
 extension IMGBoot {
     struct MountImage: ParsableCommand {
@@ -90,99 +90,4 @@ extension IMGBoot {
             for warning in tree.warnings { writeError("imgboot: " + printable("\(image): \(warning)")) }
         }
     }
-
-    struct UnmountImage: ParsableCommand {
-        static let configuration = CommandConfiguration(
-            commandName: "umount",
-            abstract: "Unmount a tree that `imgboot mount` mounted, and wait for its loop devices to go.",
-            discussion: """
-                Only a tree imgboot mount made: a directory it has no record of, or where the \
-                mount it made has been replaced or mounted over, is refused and nothing is \
-                unmounted.
-
-                EXAMPLES:
-                  imgboot umount /mnt
-                """)
-
-        @OptionGroup var global: GlobalOptions
-
-        @Argument(help: "The directory the image is mounted on.", completion: .directory)
-        var directory: String
-
-        func run() throws {
-            try requireRoot(directory, "unmounting")
-            let dir = try existingDirectory(directory)
-            try ImageUnmount.unmount(dir, logger: global.makeLogger())
-        }
-    }
-}
-
-/// Options that choose how the tree is layered (`mount`, `run`, `boot`, `smoke`).
-struct LayeringOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "How much may change (default: no for mount, overlay for run, boot and smoke; a bare --volatile means yes):",
-        valueName: "mode"))
-    var volatile: VolatileMode?
-
-    @Flag(help: "Mount everything read-only (only without a volatile mode, which never writes the image anyway).")
-    var readOnly = false
-
-    func validate() throws {
-        if readOnly, let volatile, volatile.isVolatile {
-            throw ValidationError("--read-only with --volatile=\(volatile): a volatile mode already keeps the image read-only")
-        }
-    }
-
-    /// `--read-only` without `--volatile` means the image as it is, read-only (as in nspawn),
-    /// even where the default mode is a volatile one (`run`, `boot`).
-    func options(default mode: VolatileMode) -> MountOptions {
-        MountOptions(volatile: volatile ?? (readOnly ? .no : mode), readOnly: readOnly)
-    }
-}
-
-extension VolatileMode: ExpressibleByArgument {
-    public init?(argument: String) { self.init(parsing: argument) }
-    public static var allValueStrings: [String] { ["no", "yes", "state", "overlay"] }
-    // Listed by swift-argument-parser under the option, each once with what it means.
-    public static var allValueDescriptions: [String: String] {
-        [
-            "no": "the image as it is (written, unless --read-only)",
-            "yes": "a fresh tmpfs root with the image's /usr read-only",
-            "state": "the image read-only, with a fresh /var",
-            "overlay": "the image below, changes kept in RAM",
-        ]
-    }
-}
-
-/// A failure of imgboot's own about the command line's paths or privileges.
-struct CommandError: IMGBootError {
-    let description: String
-}
-
-/// Root or a one-line error that says why: `why` names what the command needs root for.
-func requireRoot(_ subject: String, _ what: String, why: String = "loop devices, mounts and namespaces") throws {
-    guard geteuid() == 0 else {
-        throw CommandError(description: "\(subject): \(what) needs root (\(why))")
-    }
-}
-
-/// A timeout is a positive, finite number of seconds.
-func validateTimeout(_ seconds: Double, option: String = "--timeout") throws {
-    guard seconds.isFinite, seconds > 0 else {
-        throw ValidationError("\(option) \(seconds): must be a positive number of seconds")
-    }
-}
-
-/// The canonical path of an existing directory, or a one-line error.
-func existingDirectory(_ path: String) throws -> String {
-    guard let resolved = realpath(path, nil) else {
-        throw CommandError(description: "\(path): \(errno == ENOENT ? "no such directory" : errnoString(errno))")
-    }
-    defer { free(resolved) }
-    let canonical = String(cString: resolved)
-    var st = stat()
-    guard stat(canonical, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else {
-        throw CommandError(description: "\(path): not a directory")
-    }
-    return canonical
 }
