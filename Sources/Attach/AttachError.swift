@@ -74,13 +74,12 @@ public struct AttachError: IMGBootError, Equatable {
         }
     }
 
-    public var description: String {
-        // A bare filesystem image is "partition 0"; saying so would only confuse.
-        let partitionPart = partition.flatMap { $0 == 0 ? nil : "partition \($0): " } ?? ""
-        return "\(image): \(partitionPart)\(message)"
-    }
+    public var subject: String? { image }
 
-    public var message: String {
+    /// A bare filesystem image is "partition 0"; saying so would only confuse.
+    public var partitionName: String? { partition.flatMap { $0 == 0 ? nil : "partition \($0)" } }
+
+    public var detail: String {
         let reason = errno.map(errnoString) ?? ""
         switch operation {
         case .openImage(let writable):

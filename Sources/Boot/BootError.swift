@@ -25,9 +25,6 @@ public struct BootError: IMGBootError, Equatable {
         self.code = code
     }
 
-    public var description: String {
-        var text = "\(image): \(operation)"
-        if let errno { text += ": " + errnoString(errno) }
-        return text
-    }
+    public var subject: String? { image }
+    public var detail: String { failure(operation, errno: errno) }
 }

@@ -81,21 +81,3 @@ final class DeviceCgroup {
         logger.warning("cannot remove cgroup \(path): \(errnoString(errno))")
     }
 }
-
-/// imgboot was asked to stop (SIGINT, SIGTERM, SIGHUP, SIGQUIT) before the container ran: it
-/// undoes what it did and leaves with 128+N.
-public struct Interrupted: IMGBootError {
-    public let signal: Int32
-    public let subject: String
-
-    public init(signal: Int32, subject: String) {
-        self.signal = signal
-        self.subject = subject
-    }
-
-    public var exitStatus: Int32 { 128 + signal }
-
-    public var description: String {
-        "\(subject): interrupted by \(String(cString: strsignal(signal))); nothing was left behind"
-    }
-}

@@ -29,9 +29,16 @@ public struct DissectError: IMGBootError, Equatable {
         self.reason = reason
     }
 
-    public var description: String { "\(image): \(message)" }
+    public var subject: String? { image }
 
-    public var message: String {
+    public var errno: Int32? {
+        switch reason {
+        case .open(let e), .read(_, let e): e
+        default: nil
+        }
+    }
+
+    public var detail: String {
         switch reason {
         case .open(let e) where e == ENOENT: "no such file"
         case .open(let e) where e == EACCES || e == EPERM: "cannot open: permission denied"

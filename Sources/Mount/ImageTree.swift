@@ -111,7 +111,7 @@ public final class ImageTree {
             let error = MountError(image: image, partition: p.displayName,
                                    .failed(operation: "mount \(fs) \(writable ? "writable" : "read-only")", errno: errno))
             if optional {
-                warnings.append("\(p.displayName) is not mounted: \(error.message)")
+                warnings.append("\(p.displayName) is not mounted: \(error.detail)")
                 return
             }
             throw error
@@ -126,8 +126,8 @@ public final class ImageTree {
             mounts.append(Mounted(partition: p, mountPoint: point, fd: fd, writable: writable, placed: true))
         } catch {
             if optional || unplaceable != .fail {
-                warnings.append("\(p.displayName) is not mounted: \(error.message)")
-                logger.debug("\(image): \(p.displayName) is not mounted: \(error.message)")
+                warnings.append("\(p.displayName) is not mounted: \(error.detail)")
+                logger.debug("\(image): \(p.displayName) is not mounted: \(error.detail)")
                 if optional || unplaceable == .skip { Glibc.close(fd) } else {
                     mounts.append(Mounted(partition: p, mountPoint: point, fd: fd, writable: writable, placed: false))
                 }
@@ -229,6 +229,6 @@ func describeMountPoint(_ error: ResolveError) -> String {
     case ENOENT: "mount point \(error.path) does not exist in the read-only image (imgboot never writes the image to create it)"
     case ENOTDIR: "mount point \(error.path) is not a directory"
     case ELOOP: "mount point \(error.path) is a symlink loop"
-    default: "cannot open mount point \(error.path): \(errnoString(error.errno))"
+    default: "cannot open mount point \(error.path): \(errnoString(error.code))"
     }
 }

@@ -33,14 +33,15 @@ public struct MountError: IMGBootError, Equatable {
         self.reason = reason
     }
 
-    public var description: String {
-        var parts = [image]
-        if let partition { parts.append(partition) }
-        parts.append(message)
-        return parts.joined(separator: ": ")
+    public var subject: String? { image }
+    public var partitionName: String? { partition }
+
+    public var errno: Int32? {
+        if case .failed(_, let e) = reason { return e }
+        return nil
     }
 
-    var message: String {
+    public var detail: String {
         switch reason {
         case .invalidOptions(let text): text
         case .noRoot(let text): text
@@ -49,7 +50,7 @@ public struct MountError: IMGBootError, Equatable {
         case .missingMountPoint(let path):
             "mount point \(path) does not exist in the read-only image (imgboot never writes the image to create it)"
         case .notADirectory(let path): "mount point \(path) is not a directory"
-        case .failed(let operation, let e): "\(operation): \(errnoString(e))"
+        case .failed(let operation, let e): failure(operation, errno: e)
         case .other(let text): text
         }
     }

@@ -89,7 +89,7 @@ extension MountedTree {
             case ENOENT: "the image has no \(path) directory"
             case ELOOP: "the image's \(path) is a symlink; imgboot mounts \(path) only on a real directory"
             case ENOTDIR: "the image's \(path) is not a directory"
-            default: "cannot open \(path) in the image: \(errnoString(error.errno))"
+            default: "cannot open \(path) in the image: \(errnoString(error.code))"
             }
             throw MountError(image: image, .other(what))
         }
@@ -225,7 +225,7 @@ extension MountedTree {
         do {
             return try TreePath(root: top, path: path, followFinal: false, kind: S_IFREG)
         } catch {
-            throw MountError(image: image, .failed(operation: "open \(path)", errno: error.errno))
+            throw MountError(image: image, .failed(operation: "open \(path)", errno: error.code))
         }
     }
 
@@ -288,10 +288,10 @@ extension MountedTree {
         } catch where error.errno == ENOENT {
             if isDirectory { try createDirectory(path, top: top) } else { try file(path, .empty, mode: 0o644, top: top) }
             do { target = try TreePath(root: top, path: path, kind: kind) } catch {
-                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.errno))
+                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.code))
             }
         } catch {
-            throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.errno))
+            throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.code))
         }
         if idmap, let owner, owner.idmap >= 0 {
             // The host's owners, mapped into the container (the host's root is its root): one
@@ -311,7 +311,7 @@ extension MountedTree {
         if readOnly {
             let mounted: TreePath
             do { mounted = try TreePath(root: top, path: path, kind: kind) } catch {
-                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.errno))
+                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.code))
             }
             guard Glibc.mount(nil, mounted.procPath, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil) == 0 else {
                 throw MountError(image: image, .failed(operation: "make \(path) read-only", errno: errno))

@@ -92,9 +92,9 @@ public final class MountedTree {
                 try perform(step, devices: devices)
             } catch where step.optional {
                 let name = step.partition ?? "\(step.target)"
-                warnings.append("\(name) is not mounted: \(error.message)")
+                warnings.append("\(name) is not mounted: \(error.detail)")
                 // Only debug: callers report `warnings` to the user (once).
-                logger.debug("\(image): \(name) is not mounted: \(error.message)")
+                logger.debug("\(image): \(name) is not mounted: \(error.detail)")
                 if let number = step.partitionNumber { skipped.insert(number) }
             }
         }
@@ -333,7 +333,7 @@ public final class MountedTree {
         case ENOTDIR: "mount point \(error.path) is not a directory"
         case ELOOP: "mount point \(error.path) is a symlink loop"
         case EXDEV: "mount point \(error.path) points outside the image"
-        default: "cannot open \(error.path): \(errnoString(error.errno))"
+        default: "cannot open \(error.path): \(errnoString(error.code))"
         }
     }
 

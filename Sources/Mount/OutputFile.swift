@@ -89,7 +89,7 @@ public final class OutputFile {
         do {
             try writeFully(fd, buffer)
         } catch {
-            throw MountError(image: image, .other("\(name): write: \(errnoString(error.code))"))
+            throw MountError(image: image, .failed(operation: "\(name): write", errno: error.code))
         }
         buffer.removeAll(keepingCapacity: true)
     }
@@ -100,7 +100,7 @@ public final class OutputFile {
         try drain()
         guard let placement else { return }
         func fail(_ what: String, _ e: Int32) -> MountError {
-            MountError(image: image, .other("\(name): \(what): \(errnoString(e))"))
+            MountError(image: image, .failed(operation: "\(name): \(what)", errno: e))
         }
         guard fsync(fd) == 0 else { throw fail("write", errno) }
         var temporary = placement.temporary

@@ -100,7 +100,7 @@ public enum TreeWalk {
     }
 
     static func failure(_ subject: String, _ path: [UInt8], _ operation: String, _ e: Int32, image: String) -> MountError {
-        MountError(image: image, .other("\(display(subject, path)): \(operation): \(errnoString(e))"))
+        MountError(image: image, .failed(operation: "\(display(subject, path)): \(operation)", errno: e))
     }
 }
 

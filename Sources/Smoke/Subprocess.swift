@@ -38,7 +38,7 @@ final class Subprocess: Drainable {
     init(_ argv: [String], environment: [String]? = nil, outputLimit: Int = Subprocess.outputLimit) throws(SmokeError) {
         captured = BoundedBuffer(limit: outputLimit)
         var fds: [Int32] = [-1, -1]
-        guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe: \(errnoString(errno))") }
+        guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe", errno: errno) }
         let args = argv.map { strdup($0) } + [nil]
         defer { for a in args { free(a) } }
         let env = environment.map { $0.map { strdup($0) } + [nil] }
@@ -49,7 +49,7 @@ final class Subprocess: Drainable {
         close(fds[1])
         guard pid > 0 else {
             close(fds[0])
-            throw SmokeError("start \(argv[0]): \(errnoString(e))")
+            throw SmokeError("start \(argv[0])", errno: e)
         }
         self.pid = pid
         pidfd = imgboot_pidfd_open(pid)
@@ -173,8 +173,16 @@ func plainLines(_ text: String) -> String {
     return String(out)
 }
 
-/// Smoke's own failures (it could not start a process at all).
-public struct SmokeError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ description: String) { self.description = description }
+/// Smoke's own failures (it could not start a process at all): what failed, and its errno.
+public struct SmokeError: IMGBootError {
+    public let subject: String? = nil
+    public let operation: String
+    public let errno: Int32?
+
+    init(_ operation: String, errno: Int32?) {
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var detail: String { failure(operation, errno: errno) }
 }

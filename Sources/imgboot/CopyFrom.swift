@@ -37,7 +37,7 @@ extension IMGBoot {
             let logger = global.makeLogger()
             try requireRoot(image, "reading an image's files")
             guard let target = target ?? defaultTarget(path) else {
-                throw CommandError(description: "\(image): \(path): has no name to copy it to; give a TARGET")
+                throw CommandError(image, "\(path): has no name to copy it to; give a TARGET")
             }
             let dissected = try DissectedImage.dissect(path: image, logger: logger)
             for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }

@@ -30,7 +30,7 @@ extension IMGBoot {
 
         func run() throws {
             guard geteuid() == 0 else {
-                throw CommandError(description: "\(StateStore.root): listing machines needs root (imgboot's state there is root's alone)")
+                throw CommandError(StateStore.root, "listing machines needs root (imgboot's state there is root's alone)")
             }
             // A leader that cannot be proven the machine's (its PID since reused) is shown as 0:
             // never a PID that names someone else's process.

@@ -60,7 +60,7 @@ extension IMGBoot {
             }
             try requireRoot(image, "mounting")
             let dir = try existingDirectory(directory)
-            guard dir != "/" else { throw CommandError(description: "/: imgboot mounts an image on a directory, never on the host's root") }
+            guard dir != "/" else { throw CommandError("/", "imgboot mounts an image on a directory, never on the host's root") }
             // Ctrl-C while mounting waits until the tree is whole, then takes it down again.
             let signals = Signals()
             let writable = plan.attachments.contains { !$0.readOnly }
@@ -69,7 +69,7 @@ extension IMGBoot {
             defer { close(serial) }
             try MountTarget.requireFree(dir)
             if let other = try MountRecord.conflict(image: image, writable: writable, subject: image, stop: signals) {
-                throw CommandError(description: "\(image): image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
+                throw CommandError(image, "image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
             }
             let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
             var keeper: ProcessIdentity?

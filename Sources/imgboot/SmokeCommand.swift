@@ -118,7 +118,7 @@ extension IMGBoot {
         func requireWritableStdout() throws {
             let flags = fcntl(1, F_GETFL)
             guard flags >= 0, flags & O_ACCMODE != O_RDONLY else {
-                throw CommandError(description: "--json: standard output is \(flags < 0 ? "closed" : "not writable")")
+                throw CommandError("--json", "standard output is \(flags < 0 ? "closed" : "not writable")")
             }
         }
     }
@@ -148,7 +148,7 @@ struct JUnitFile {
     }
 
     private static func failure(_ path: String, _ e: Int32) -> CommandError {
-        CommandError(description: "\(path): cannot write the JUnit report: \(errnoString(e))")
+        CommandError(path, "cannot write the JUnit report", errno: e)
     }
 }
 
@@ -160,6 +160,6 @@ extension Shard: ExpressibleByArgument {
 func selfExecutable() throws -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { throw CommandError(description: "cannot find imgboot's own executable: \(errnoString(errno))") }
+    guard n > 0 else { throw CommandError(nil, "cannot find imgboot's own executable", errno: errno) }
     return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
