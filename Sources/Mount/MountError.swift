@@ -19,6 +19,8 @@ public struct MountError: IMGBootError, Equatable {
         case notADirectory(String)
         /// A system call or libmount step failed.
         case failed(operation: String, errno: Int32)
+        /// The image is in use in a way that excludes this one: by whom, and how.
+        case busy(String)
         case other(String)
     }
 
@@ -51,6 +53,7 @@ public struct MountError: IMGBootError, Equatable {
             "mount point \(path) does not exist in the read-only image (imgboot never writes the image to create it)"
         case .notADirectory(let path): "mount point \(path) is not a directory"
         case .failed(let operation, let e): failure(operation, errno: e)
+        case .busy(let holder): "image is busy: \(holder)"
         case .other(let text): text
         }
     }

@@ -62,31 +62,7 @@ extension IMGBoot {
             let dir = try existingDirectory(directory)
             guard dir != "/" else { throw CommandError("/", "imgboot mounts an image on a directory, never on the host's root") }
             // Ctrl-C while mounting waits until the tree is whole, then takes it down again.
-            let signals = Signals()
-            let writable = plan.attachments.contains { !$0.readOnly }
-            try StateStore.prepare([.trees], subject: image)
-            let serial = try StateStore.lock(StateStore.mountLock, subject: image, stop: signals)
-            defer { close(serial) }
-            try MountTarget.requireFree(dir)
-            if let other = try MountRecord.conflict(image: image, writable: writable, subject: image, stop: signals) {
-                throw CommandError(image, "image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory)")
-            }
-            let (tree, attached) = try ImageMount.mount(dissected, plan: plan, at: dir, logger: logger)
-            var keeper: ProcessIdentity?
-            do {
-                // The image stays locked (for nspawn too) while the tree is mounted: by a
-                // process that outlives this one.
-                let pid = try attached.keepLocked()
-                keeper = ProcessIdentity(pid: pid)
-                // Without its record, `imgboot umount` would refuse the tree: no record, no tree.
-                try MountRecord.make(directory: dir, image: image, devices: attached.devices.map(\.device.identity),
-                                     writable: writable, keeper: keeper).save(stop: signals)
-                try signals.checkpoint(image)
-            } catch {
-                try ImageUnmount.unmount(dir, requireRecord: false, logger: logger)
-                if let keeper { _ = LockKeeperProcess.end(keeper) }
-                throw error
-            }
+            let tree = try ImageMount.mountRecorded(dissected, plan: plan, at: dir, stop: Signals(), logger: logger)
             for warning in tree.warnings { writeError("imgboot: " + printable("\(image): \(warning)")) }
         }
     }
