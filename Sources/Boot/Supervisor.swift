@@ -16,6 +16,8 @@ final class Supervisor {
     let boot: Bool
     let pid: pid_t
     let pidfd: Int32
+    /// The child's error pipe until its end of file, then -1. The descriptors are the
+    /// container's (`Container.Child`): the supervisor only reads them.
     var errorPipe: Int32
     let notify: Int32
     let console: Console
@@ -83,7 +85,6 @@ final class Supervisor {
     }
 
     func run() -> Outcome {
-        defer { if errorPipe >= 0 { close(errorPipe) } }
         // What Ctrl-] three times does, in nspawn's (and machinectl's) words: before anything of
         // the container's reaches the terminal, all of which passes the relay below. (The
         // terminal is in raw mode: the line ends with a carriage return too.)
@@ -199,8 +200,8 @@ final class Supervisor {
             return
         }
         if n < 0 && errno == EINTR { return }
-        // End of file: the payload has been executed (or the child is gone).
-        close(errorPipe)
+        // End of file: the payload has been executed (or the child is gone). Not read again;
+        // the container closes it.
         errorPipe = -1
         if childError == nil && interruptedBy == nil { containerIsUp() }
     }
