@@ -23,11 +23,15 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "CLinux"),
 
+        // What every stage uses: the error shape, file I/O, clocks, text for a terminal, JSON,
+        // tables, owned descriptors. Nothing of the pipeline.
+        .target(name: "Support"),
+
         // The pipeline.
         .target(
             name: "Dissect",
             dependencies: [
-                "CBlkid", "CLinux",
+                "Support", "CBlkid", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -35,14 +39,14 @@ let package = Package(
         .target(
             name: "Attach",
             dependencies: [
-                "Dissect", "CLinux",
+                "Support", "Dissect", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .target(
             name: "Mount",
             dependencies: [
-                "Dissect", "Attach", "CMount", "CLinux",
+                "Support", "Dissect", "Attach", "CMount", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
@@ -50,7 +54,7 @@ let package = Package(
         .target(
             name: "Boot",
             dependencies: [
-                "Dissect", "Attach", "Mount", "CLinux", "CSeccomp",
+                "Support", "Dissect", "Attach", "Mount", "CLinux", "CSeccomp",
                 .product(name: "Logging", package: "swift-log"),
             ],
             plugins: ["EmbedContainerInit"]
@@ -59,28 +63,28 @@ let package = Package(
         .plugin(name: "EmbedContainerInit", capability: .buildTool()),
 
         // Smoke drives imgboot's own commands as child processes; it looks into no image itself.
-        .target(name: "Smoke", dependencies: ["Dissect", "Boot", "CLinux"]),
+        .target(name: "Smoke", dependencies: ["Support", "Dissect", "Boot", "CLinux"]),
 
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(
             name: "imgboot",
             dependencies: [
-                "Dissect", "Attach", "Mount", "Boot", "Smoke", "CLinux",
+                "Support", "Dissect", "Attach", "Mount", "Boot", "Smoke", "CLinux",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
 
-        .testTarget(name: "DissectTests", dependencies: ["Dissect"]),
+        .testTarget(name: "DissectTests", dependencies: ["Support", "Dissect"]),
         .testTarget(
             name: "AttachTests",
-            dependencies: ["Attach", "Dissect", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["Support", "Attach", "Dissect", .product(name: "Logging", package: "swift-log")]
         ),
-        .testTarget(name: "MountTests", dependencies: ["Mount"]),
+        .testTarget(name: "MountTests", dependencies: ["Support", "Mount"]),
         // Boot's pure parts, without root: the container's plan and operations, option parsing,
         // exit statuses, the device table, the system call filter.
-        .testTarget(name: "BootUnitTests", dependencies: ["Boot", "Mount", "Dissect"]),
-        .testTarget(name: "imgbootTests", dependencies: ["Dissect"]),
+        .testTarget(name: "BootUnitTests", dependencies: ["Support", "Boot", "Mount", "Dissect"]),
+        .testTarget(name: "imgbootTests", dependencies: ["Support", "Dissect"]),
     ],
     swiftLanguageModes: [.v6]
 )

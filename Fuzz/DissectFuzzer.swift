@@ -13,6 +13,7 @@ import Dissect
 import Glibc
 import Logging
 import Mount
+import Support
 
 /// The RAM-backed file each input is written to: dissect(path:) then opens, stats and preads
 /// `/proc/self/fd/N` exactly as it would an image on disk, and nothing touches the disk.

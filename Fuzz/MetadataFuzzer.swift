@@ -11,6 +11,7 @@
 import Dissect
 import Glibc
 import Mount
+import Support
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// Why partitions of an image could not be given loop devices. Renders as one line that names
 /// the image, the partition when there is one, what imgboot was doing and why it failed:
@@ -73,13 +74,12 @@ public struct AttachError: IMGBootError, Equatable {
         }
     }
 
-    public var description: String {
-        // A bare filesystem image is "partition 0"; saying so would only confuse.
-        let partitionPart = partition.flatMap { $0 == 0 ? nil : "partition \($0): " } ?? ""
-        return "\(image): \(partitionPart)\(message)"
-    }
+    public var subject: String? { image }
 
-    public var message: String {
+    /// A bare filesystem image is "partition 0"; saying so would only confuse.
+    public var partitionName: String? { partition.flatMap { $0 == 0 ? nil : "partition \($0)" } }
+
+    public var detail: String {
         let reason = errno.map(errnoString) ?? ""
         switch operation {
         case .openImage(let writable):
@@ -138,9 +138,4 @@ public struct AttachError: IMGBootError, Equatable {
             return "attach loop device: every free loop device was taken by another program before imgboot could configure it (\(attempts) attempts)"
         }
     }
-}
-
-/// strerror, as a Swift string.
-func errnoString(_ code: Int32) -> String {
-    String(cString: strerror(code))
 }

@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// The partitions of a dissected image that will be mounted, each on a loop device of its own,
 /// with the image locked (shared if every device is read-only, exclusive otherwise).
@@ -13,7 +14,8 @@ import Logging
 ///    exist: see `LoopDevice`.
 /// 2. `close()`: the devices now live as long as their mounts (autoclear detaches each when
 ///    its mount goes). The image stays locked: it is still in use.
-/// 3. Once the mounts are gone, `waitUntilDetached()`, then `unlock()`.
+/// 3. Once the mounts are gone, `finish()`: close, wait until the kernel has detached every
+///    device, unlock.
 ///
 /// `deinit` closes and unlocks as a backstop; do not rely on it for the lock's lifetime, since
 /// Swift may end an object's life right after its last use.
@@ -142,6 +144,20 @@ public final class AttachedImage {
         let pid = try LockKeeper.start(lock, devices: devices.map(\.device.identity), image: image)
         self.lock = nil
         return pid
+    }
+
+    /// The end of the image's use, once its mounts are gone (or were never made): closes the
+    /// devices, waits until the kernel has detached them (`timeout` for all together; a
+    /// warning when it has not), runs `beforeUnlock` — the image is still locked, and detached
+    /// — and unlocks. Returns whether every device is detached.
+    @discardableResult
+    public func finish(logger: Logger? = nil, timeout: Duration = .seconds(2), beforeUnlock: () -> Void = {}) -> Bool {
+        close()
+        defer { unlock() }
+        let detached = waitUntilDetached(timeout: timeout)
+        if !detached { logger?.warning("\(image): loop devices still attached after \(formatSeconds(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)) s") }
+        beforeUnlock()
+        return detached
     }
 
     /// After `close()`, waits until the kernel has detached every device, `timeout` for all of

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// Keeps an image's locks (`ImageLock`: imgboot's own and systemd-nspawn's) for as long as a
 /// tree that `imgboot mount` mounted uses the image — after `imgboot mount` itself has exited.
@@ -35,8 +36,8 @@ public enum LockKeeper {
 
         // The keeper's descriptor 3 is imgboot's own lock, 4… nspawn's, in the orders' order.
         let keep = [held.image] + held.nspawn.map(\.fd)
-        let argv = CStrings(["imgboot", subcommand, image])
-        let env = CStrings(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        let argv = CStringArray(["imgboot", subcommand, image])
+        let env = CStringArray(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
         let pid = keep.withUnsafeBufferPointer { keepPointer in
             imgboot_spawn_detached(executable, argv.pointer, env.pointer, input[0], output[1],
                                    keepPointer.baseAddress, Int32(keep.count))
@@ -159,7 +160,7 @@ public enum LockKeeper {
     }
 
     private static func fail(_ step: String) -> Int32 {
-        say("cannot \(step): \(String(cString: strerror(errno)))")
+        say("cannot \(step): \(errnoString(errno))")
         return 1
     }
 
@@ -182,15 +183,11 @@ public enum LockKeeper {
     /// One line (without its newline) read from `fd` within `timeout` seconds: "" at end of
     /// file with nothing read, nil when nothing came in time.
     static func readLine(_ fd: Int32, timeout: Double) -> String? {
-        let deadline = monotonicSeconds() + timeout
+        let deadline = Deadline(after: timeout)
         var bytes: [UInt8] = []
         var byte: UInt8 = 0
         while bytes.count < 1 << 20 {
-            var ready = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let left = Int32(max(0, (deadline - monotonicSeconds()) * 1000))
-            let n = poll(&ready, 1, left)
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return nil }
+            guard waitReadable(fd, until: deadline) else { return nil }
             let got = read(fd, &byte, 1)
             if got < 0 && errno == EINTR { continue }
             if got <= 0 || byte == UInt8(ascii: "\n") { break }
@@ -200,20 +197,3 @@ public enum LockKeeper {
     }
 }
 
-/// A NULL-terminated array of C strings that lives as long as this object.
-private final class CStrings {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-    private let count: Int
-
-    init(_ strings: [String]) {
-        count = strings.count
-        pointer = .allocate(capacity: count + 1)
-        for (i, s) in strings.enumerated() { pointer[i] = strdup(s) }
-        pointer[count] = nil
-    }
-
-    deinit {
-        for i in 0..<count { free(pointer[i]) }
-        pointer.deallocate()
-    }
-}

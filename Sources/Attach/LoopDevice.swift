@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Logging
+import Support
 
 /// A loop device that imgboot configured: `/dev/loopN` showing `size` bytes of a backing file
 /// from byte `offset`, and an open descriptor of it that this object owns.
@@ -296,33 +297,11 @@ public final class LoopDevice {
     }
 }
 
-/// Polls `condition` with a growing pause (0.2 ms up to `longestPause`) until it holds or
-/// `deadline` passes; returns whether it held.
-func waitUntil(
-    deadline: ContinuousClock.Instant, longestPause: Duration = .milliseconds(20), _ condition: () -> Bool
-) -> Bool {
-    var pause = Duration.microseconds(200)
-    while true {
-        if condition() { return true }
-        let now = ContinuousClock.now
-        if now >= deadline { return false }
-        let step = min(pause, deadline - now)
-        let (seconds, attoseconds) = step.components
-        usleep(UInt32(clamping: seconds * 1_000_000 + attoseconds / 1_000_000_000_000))
-        pause = min(pause * 2, longestPause)
-    }
-}
-
 /// The contents of a sysfs attribute without its trailing newline, or nil when it cannot be
 /// read (most often: it does not exist).
 func readSysfs(_ path: String, relativeTo directory: Int32 = AT_FDCWD) -> String? {
-    let fd = openat(directory, path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-    guard n >= 0 else { return nil }
-    var text = String(decoding: buffer[..<n], as: UTF8.self)
+    guard let bytes = readFile(path, limit: 4096, relativeTo: directory) else { return nil }
+    var text = String(decoding: bytes, as: UTF8.self)
     while text.last == "\n" { text.removeLast() }
     return text
 }

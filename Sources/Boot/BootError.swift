@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// Why a container could not be set up or run. One line: the image (or machine), what failed,
 /// and the errno — `basic.raw: container setup: mount proc on /proc: Permission denied`.
@@ -24,9 +25,6 @@ public struct BootError: IMGBootError, Equatable {
         self.code = code
     }
 
-    public var description: String {
-        var text = "\(image): \(operation)"
-        if let errno { text += ": " + String(cString: strerror(errno)) }
-        return text
-    }
+    public var subject: String? { image }
+    public var detail: String { failure(operation, errno: errno) }
 }

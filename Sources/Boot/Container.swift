@@ -6,6 +6,7 @@ import CLinux
 import Dissect
 import Logging
 import Mount
+import Support
 
 /// Runs a container from a disk image: attach, mount (in a private mount namespace), clone the
 /// child into new namespaces, supervise it, and tear everything down — on success, on error,
@@ -44,7 +45,7 @@ public enum Container {
         // The machine's name, unique among running machines; held until the machine ends.
         let registration = try MachineRegistry.register(
             name: spec.machine, exact: spec.machineNameIsExplicit, image: absolutePath(image),
-            mode: spec.plan.mode.rawValue, kind: spec.boot ? "boot" : "run", privateNetwork: spec.privateNetwork,
+            mode: spec.plan.mode.rawValue, kind: spec.boot ? .boot : .run, privateNetwork: spec.privateNetwork,
             users: users, subject: image, stop: signals)
         defer { registration.unregister() }
         spec.machine = registration.machine.name
@@ -56,9 +57,7 @@ public enum Container {
         let attached = try AttachedImage.attach(
             spec.image, partitions: spec.plan.attachments.map { (number: $0.number, readOnly: $0.readOnly) }, logger: logger)
         defer {
-            attached.close()
-            if !attached.waitUntilDetached() { logger.warning("\(image): loop devices still attached after 2 s") }
-            attached.unlock()
+            attached.finish(logger: logger)
             clock.lap("teardown")
         }
         clock.lap("attach")
@@ -77,8 +76,7 @@ public enum Container {
         let environment = makeEnvironment(spec, console: console)
         let keep = Capabilities.keep(privateNetwork: spec.privateNetwork)
         let filter = try SyscallFilter.program(keeping: keep)
-        let initFD = spec.boot ? -1 : try ContainerInit.memfd(subject: image)
-        defer { if initFD >= 0 { close(initFD) } }
+        let initFD = Descriptor(spec.boot ? -1 : try ContainerInit.memfd(subject: image))
         // boot: argv[0] is replaced by the init the tree has (the go byte says which). run
         // without a command: root's login shell, read from the tree once it is mounted, is sent
         // to the child after the go byte.
@@ -95,19 +93,18 @@ public enum Container {
         // copy of ours) is where the tree is mounted — the host never sees it, and it goes with
         // the child, all at once — and its user namespace, once mapped, is what the image's
         // filesystems are idmapped to.
-        let child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
-                              cgroup: cgroup, keep: keep, filter: filter, initFD: initFD, users: users,
+        var child = try spawn(spec, root: treeDirectory, argv: argv, environment: environment, console: console,
+                              cgroup: cgroup, keep: keep, filter: filter, initFD: initFD.raw, users: users,
                               operations: operations, image: image)
-        defer { close(child.pidfd) }
         var started = false
         defer {
             if !started {
                 // Before the go byte, nothing of the image's ran: killed, the child takes its
                 // mount namespace and every mount of the tree with it.
-                close(child.sync)
-                _ = imgboot_pidfd_send_signal(child.pidfd, SIGKILL)
+                child.sync.close()
+                _ = imgboot_pidfd_send_signal(child.pidfd.raw, SIGKILL)
                 var code: Int32 = 0, killed: Int32 = 0
-                _ = imgboot_pidfd_wait(child.pidfd, 0, &code, &killed)
+                _ = imgboot_pidfd_wait(child.pidfd.raw, 0, &code, &killed)
             }
         }
         if let users { try UserNamespaceSetup.writeMaps(pid: child.pid, users, subject: image) }
@@ -115,13 +112,12 @@ public enum Container {
         try devices?.add(child.pid)
 
         // Idmapped mounts need the namespace's descriptor; an identity map needs none.
-        let idmap: Int32 = users.map { $0.base == 0 ? -1 : open("/proc/\(child.pid)/ns/user", O_RDONLY | O_CLOEXEC) } ?? -1
-        defer { if idmap >= 0 { close(idmap) } }
-        if users != nil && users?.base != 0 && idmap < 0 {
+        let idmap = Descriptor(users.map { $0.base == 0 ? -1 : open("/proc/\(child.pid)/ns/user", O_RDONLY | O_CLOEXEC) } ?? -1)
+        if users != nil && users?.base != 0 && !idmap.isOpen {
             throw BootError(image: image, "open the container's user namespace", errno: errno)
         }
         var go = UInt8(IMGBOOT_GO)
-        let notify = try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> Int32 in
+        let notify = Descriptor(try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> Int32 in
             guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
                 throw BootError(image: image, "make the container's mount namespace a slave", errno: errno)
             }
@@ -134,7 +130,7 @@ public enum Container {
             let loops = Dictionary(attached.devices.map { ($0.partition, $0.device.path) }, uniquingKeysWith: { a, _ in a })
             let tree = try MountedTree.apply(plan, image: spec.image, devices: loops, at: treeDirectory,
                                              discardedStaging: Self.stagingDirectory,
-                                             owner: users.map { MountedTree.Owner(idmap: idmap, uid: $0.base, gid: $0.base) },
+                                             owner: users.map { MountedTree.Owner(idmap: idmap.raw, uid: $0.base, gid: $0.base) },
                                              logger: logger)
             for warning in tree.warnings { logger.warning("\(image): \(warning)") }
             // The mounts hold the loop devices now.
@@ -146,8 +142,7 @@ public enum Container {
                 go = UInt8(IMGBOOT_GO_COMMAND)
             }
             return tree.notifySocket
-        }
-        defer { if notify >= 0 { close(notify) } }
+        })
         clock.lap("prepare tree")
         try signals.checkpoint(image)
 
@@ -158,13 +153,15 @@ public enum Container {
         // The child waits for this byte: its maps are written, it is placed in its cgroups, its
         // tree is mounted, and it may go on.
         let start = [go] + (go == UInt8(IMGBOOT_GO_COMMAND) && !spec.boot ? commandMessage(command) : [])
-        _ = write(child.sync, start, start.count)
-        close(child.sync)
+        // A child that died before reading this says why on its error pipe, which the
+        // supervisor reports; the write's own error (EPIPE) would say less.
+        try? writeFully(child.sync.raw, start)
+        child.sync.close()
         started = true
         clock.lap("spawn")
 
         let supervisor = Supervisor(
-            machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd, errorPipe: child.errorPipe, notify: notify,
+            machine: spec.machine, boot: spec.boot, pid: child.pid, pidfd: child.pidfd.raw, errorPipe: child.errorPipe.raw, notify: notify.raw,
             console: console, signals: signals, started: clock.start, quiet: spec.quiet, logger: logger,
             killSignal: spec.killSignal ?? imgboot_sigrtmin() + 3, stopTimeout: spec.stopTimeout,
             notifySocket: spec.notifySocket, notifyReady: spec.boot && spec.notifyReady)
@@ -175,12 +172,13 @@ public enum Container {
 
     // MARK: Pieces
 
-    struct Child {
+    struct Child: ~Copyable {
         var pid: pid_t
-        var pidfd: Int32
-        var errorPipe: Int32
+        var pidfd: Descriptor
+        /// The read end of the pipe the child reports a failed setup on (the supervisor reads it).
+        var errorPipe: Descriptor
         /// The write end of the pipe the child waits on before it starts.
-        var sync: Int32
+        var sync: Descriptor
     }
 
     private static func spawn(
@@ -188,18 +186,15 @@ public enum Container {
         cgroup: MachineCgroup?, keep: UInt64, filter: [UInt8], initFD: Int32, users: UserRange?,
         operations: ContainerPlan.Operations, image: String
     ) throws -> Child {
-        var errorPipe: [Int32] = [-1, -1], syncPipe: [Int32] = [-1, -1]
-        guard imgboot_pipe_cloexec(&errorPipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
-        guard imgboot_pipe_cloexec(&syncPipe) == 0 else {
-            let e = errno
-            close(errorPipe[0]); close(errorPipe[1])
-            throw BootError(image: image, "create a pipe", errno: e)
-        }
-        defer { close(errorPipe[1]); close(syncPipe[0]) }
+        // The child's ends (errorWrite, syncRead) are closed here once it has its copies.
+        var pipe: [Int32] = [-1, -1]
+        guard imgboot_pipe_cloexec(&pipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
+        let errorRead = Descriptor(pipe[0]), errorWrite = Descriptor(pipe[1])
+        guard imgboot_pipe_cloexec(&pipe) == 0 else { throw BootError(image: image, "create a pipe", errno: errno) }
+        let syncRead = Descriptor(pipe[0]), syncWrite = Descriptor(pipe[1])
 
         let cArgv = CStringArray(argv), cEnv = CStringArray(environment), cInits = CStringArray(initPaths)
-        let parentPidfd = imgboot_pidfd_open(getpid())
-        defer { if parentPidfd >= 0 { close(parentPidfd) } }
+        let parentPidfd = Descriptor(imgboot_pidfd_open(getpid()))
         var pidfd: Int32 = -1
         let pid = root.withCString { rootPtr in
             (spec.hostname ?? spec.machine).withCString { hostPtr in
@@ -208,24 +203,19 @@ public enum Container {
                     var config = imgboot_container(
                         root: rootPtr, hostname: hostPtr, argv: UnsafePointer(cArgv.pointer), envp: UnsafePointer(cEnv.pointer),
                         boot: spec.boot ? 1 : 0, init_fd: initFD, init_paths: UnsafeRawPointer(cInits.pointer).assumingMemoryBound(to: UnsafePointer<CChar>?.self),
-                        user_namespace: users == nil ? 0 : 1, parent_pidfd: parentPidfd,
+                        user_namespace: users == nil ? 0 : 1, parent_pidfd: parentPidfd.raw,
                         seccomp_filter: filterBytes.baseAddress, seccomp_length: UInt32(filterBytes.count / 8),
                         console_fd: console.slave, console_streams: console.streams, console_path: consolePtr,
                         private_network: spec.privateNetwork ? 1 : 0, ops: operations.pointer, op_count: operations.count,
                         cgroup_fd: cgroup?.fd ?? -1, keep_capabilities: keep,
-                        error_fd: errorPipe[1], sync_fd: syncPipe[0])
+                        error_fd: errorWrite.raw, sync_fd: syncRead.raw)
                     return imgboot_container_start(&config, &pidfd)
                 }
               }
             }
         }
-        guard pid > 0 else {
-            let e = errno
-            close(errorPipe[0])
-            close(syncPipe[1])
-            throw BootError(image: image, "start the container (clone3)", errno: e)
-        }
-        return Child(pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], sync: syncPipe[1])
+        guard pid > 0 else { throw BootError(image: image, "start the container (clone3)", errno: errno) }
+        return Child(pid: pid, pidfd: Descriptor(pidfd), errorPipe: errorRead, sync: syncWrite)
     }
 
     /// The image's init: the first of `initPaths` that exists as an executable inside the tree,
@@ -309,23 +299,6 @@ extension Array where Element == String {
     var paired: (String, String) { (first ?? "", count > 1 ? self[1] : "") }
 }
 
-/// A NULL-terminated array of C strings that lives as long as this object.
-final class CStringArray {
-    let pointer: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>
-    private let count: Int
-
-    init(_ strings: [String]) {
-        count = strings.count
-        pointer = .allocate(capacity: count + 1)
-        for (i, s) in strings.enumerated() { pointer[i] = strdup(s) }
-        pointer[count] = nil
-    }
-
-    deinit {
-        for i in 0..<count { free(pointer[i]) }
-        pointer.deallocate()
-    }
-}
 
 /// Times the stages at debug level: "dissect 0.004 s, attach 0.001 s, …".
 final class StageClock {
@@ -335,14 +308,12 @@ final class StageClock {
 
     init(logger: Logger) {
         self.logger = logger
-        start = StageClock.now()
+        start = monotonicSeconds()
         last = start
     }
 
     func lap(_ stage: String) {
         logger.debug("\(stageLine(stage, since: last))")
-        last = StageClock.now()
+        last = monotonicSeconds()
     }
-
-    static func now() -> Double { monotonicSeconds() }
 }

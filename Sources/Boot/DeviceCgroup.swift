@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// The devices a container may open or create: the few of its /dev and its ptys, nothing else.
 /// Without this, root in the container — which keeps CAP_MKNOD and CAP_SYS_ADMIN, as under
@@ -20,7 +21,7 @@ final class DeviceCgroup {
             let entries = ContainerDevices.filterEntries
             let majors = entries.map(\.major), minors = entries.map(\.minor)
             if imgboot_attach_device_filter(cgroup.fd, majors, minors, entries.count) == 0 { return nil }
-            logger.debug("cannot attach the BPF device program to \(cgroup.path): \(String(cString: strerror(errno))); trying the v1 devices controller")
+            logger.debug("cannot attach the BPF device program to \(cgroup.path): \(errnoString(errno)); trying the v1 devices controller")
         }
         return try create(machine: machine, logger: logger)
     }
@@ -63,9 +64,10 @@ final class DeviceCgroup {
         let fd = open(path + "/" + file, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw BootError(image: path, "open \(file)", errno: errno) }
         defer { close(fd) }
-        let bytes = Array(value.utf8)
-        guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
-            throw BootError(image: path, "write \"\(value)\" to \(file)", errno: errno)
+        do {
+            try writeFully(fd, value.utf8)
+        } catch {
+            throw BootError(image: path, "write \"\(value)\" to \(file)", errno: error.code)
         }
     }
 
@@ -76,24 +78,6 @@ final class DeviceCgroup {
             if rmdir(path) == 0 || errno == ENOENT { return }
             usleep(10_000)
         }
-        logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
-    }
-}
-
-/// imgboot was asked to stop (SIGINT, SIGTERM, SIGHUP, SIGQUIT) before the container ran: it
-/// undoes what it did and leaves with 128+N.
-public struct Interrupted: IMGBootError {
-    public let signal: Int32
-    public let subject: String
-
-    public init(signal: Int32, subject: String) {
-        self.signal = signal
-        self.subject = subject
-    }
-
-    public var exitStatus: Int32 { 128 + signal }
-
-    public var description: String {
-        "\(subject): interrupted by \(String(cString: strsignal(signal))); nothing was left behind"
+        logger.warning("cannot remove cgroup \(path): \(errnoString(errno))")
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import CLinux
 import Logging
 import Mount
@@ -62,7 +63,7 @@ public final class MachineCgroup {
             if attempt == 0 { logger.debug("cgroup \(path) still busy; retrying") }
             usleep(10_000)
         }
-        logger.warning("cannot remove cgroup \(path): \(String(cString: strerror(errno)))")
+        logger.warning("cannot remove cgroup \(path): \(errnoString(errno))")
     }
 
     /// Makes `ROOT/imgboot/MACHINE` in a cgroup hierarchy and returns it. The name is the

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Logging
 import Mount
+import Support
 
 /// Running machines, findable by name, in the state store (`StateStore.machines`): each
 /// `run`/`boot` keeps its record `machines/NAME` locked (flock) for as long as it runs. The lock
@@ -59,7 +60,7 @@ public enum MachineRegistry {
     /// registry's lock as `StateStore.lock` does: a stop signal through `stop` interrupts it,
     /// and a lock held too long is an error. `subject` (the image) is what messages name.
     public static func register(
-        name: String, exact: Bool, image: String, mode: String, kind: String, privateNetwork: Bool, users: UserRange? = nil,
+        name: String, exact: Bool, image: String, mode: String, kind: MachineRecord.Kind, privateNetwork: Bool, users: UserRange? = nil,
         subject: String, stop: StopSignals?
     ) throws -> Registration {
         try StateStore.prepare([.machines], subject: subject)
@@ -75,10 +76,8 @@ public enum MachineRegistry {
                 let path = StateStore.machines + "/" + candidate
                 var st = stat()
                 if lstat(path, &st) == 0 { continue }  // a live machine's (the sweep removed the dead)
-                var now = timespec()
-                clock_gettime(CLOCK_REALTIME, &now)
                 let machine = MachineRecord(name: candidate, kind: kind, mode: mode, image: image, leader: nil,
-                                            supervisor: supervisor, started: Int(now.tv_sec), cgroup: nil, privateNetwork: privateNetwork,
+                                            supervisor: supervisor, started: unixSeconds(), cgroup: nil, privateNetwork: privateNetwork,
                                             users: users)
                 let lock = try StateStore.write(machine.json, to: path, placement: .create, locked: true, subject: subject)
                 return Registration(machine: machine, fd: lock ?? -1, path: path)
@@ -172,7 +171,6 @@ public enum MachineRegistry {
         if let unified = CgroupHierarchy.unifiedRoot() { MachineCgroup.removeTree(unified + "/imgboot/" + name) }
         rmdir(DeviceCgroup.root + "/imgboot/" + name)
         rmdir(StateStore.roots + "/" + name)
-        Directory.removeEmptyTree(StateStore.roots + "/" + name + ".staging")
         unlink(path)
     }
 

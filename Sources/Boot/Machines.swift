@@ -5,6 +5,7 @@ import CLinux
 import Dissect
 import Logging
 import Mount
+import Support
 
 /// Working with running machines: `imgboot enter` and `imgboot stop`.
 public enum Machines {
@@ -63,7 +64,7 @@ public enum Machines {
         defer { close(pidfd) }
         let outcome = Supervisor(
             machine: name, boot: false, pid: pid, pidfd: pidfd, errorPipe: errorPipe[0], notify: -1,
-            console: console, signals: signals, started: StageClock.now(),
+            console: console, signals: signals, started: monotonicSeconds(),
             session: true, logger: logger
         ).run()
         return try outcome.exitStatus(boot: false, subject: name, argv: command)
@@ -79,7 +80,7 @@ public enum Machines {
         }
         // Signalled only through this pidfd, which is proven to be the leader's.
         let leader = try machine.openLeader()
-        let signal = machine.kind == "boot" ? imgboot_sigrtmin() + 4 : SIGTERM
+        let signal = machine.kind == .boot ? imgboot_sigrtmin() + 4 : SIGTERM
         guard imgboot_pidfd_send_signal(leader.fd, signal) == 0 else {
             throw BootError(image: name, "signal the machine", errno: errno)
         }
@@ -92,8 +93,8 @@ public enum Machines {
         // Until imgboot has detached its devices and removed its cgroup, the name stays taken.
         // (A lookup that fails now — the store made unusable meanwhile — counts as gone.)
         func stillRegistered() -> Bool { (try? MachineRegistry.lookup(name))??.supervisor == machine.supervisor }
-        let deadline = StageClock.now() + 10
-        while stillRegistered() && StageClock.now() < deadline {
+        let deadline = Deadline(after: 10)
+        while stillRegistered() && !deadline.hasPassed {
             usleep(5_000)
         }
         if stillRegistered() { clean = false }
@@ -126,14 +127,6 @@ public enum Machines {
 
     /// Waits until the process of `pidfd` ends (pidfds become readable), at most `seconds`.
     static func wait(_ pidfd: Int32, seconds: Double) -> Bool {
-        let deadline = StageClock.now() + seconds
-        while true {
-            let left = deadline - StageClock.now()
-            if left <= 0 { return false }
-            var p = pollfd(fd: pidfd, events: Int16(POLLIN), revents: 0)
-            let n = poll(&p, 1, Int32(min(left * 1000, 1000)))
-            if n > 0 { return true }
-            if n < 0 && errno != EINTR { return false }
-        }
+        waitReadable(pidfd, until: Deadline(after: seconds))
     }
 }

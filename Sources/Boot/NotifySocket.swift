@@ -4,6 +4,7 @@ import Glibc
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// The notification socket of whoever started imgboot (`$NOTIFY_SOCKET`: a service manager, a
 /// CI tool, `imgboot smoke`), spoken to as sd_notify(3) does: one datagram of newline-separated
@@ -37,7 +38,7 @@ public struct NotifySocket: Sendable {
         let sent = bytes.withUnsafeBytes { imgboot_notify_send(address, $0.baseAddress, UInt($0.count)) }
         if sent < 0 {
             let e = errno
-            logger?.warning("\(printable(address)): cannot send \(fields.first ?? "") on the notify socket: \(String(cString: strerror(e)))")
+            logger?.warning("\(printable(address)): cannot send \(fields.first ?? "") on the notify socket: \(errnoString(e))")
         }
     }
 

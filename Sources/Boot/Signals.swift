@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Support
 import Mount
 
 /// The signals imgboot handles while a container runs, through a signalfd. Blocked before the

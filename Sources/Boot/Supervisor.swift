@@ -5,6 +5,7 @@ import CLinux
 import Dissect
 import Logging
 import Mount
+import Support
 
 /// The parent while the container runs: small and synchronous. One poll loop forwards
 /// signals, relays the console, listens for readiness, and reaps.
@@ -15,6 +16,8 @@ final class Supervisor {
     let boot: Bool
     let pid: pid_t
     let pidfd: Int32
+    /// The child's error pipe until its end of file, then -1. The descriptors are the
+    /// container's (`Container.Child`): the supervisor only reads them.
     var errorPipe: Int32
     let notify: Int32
     let console: Console
@@ -45,7 +48,7 @@ final class Supervisor {
     private var interruptedBy: Int32?
     /// `boot`: when the init is killed if it has not ended by then (set by the first stop
     /// request).
-    private var killDeadline: Double?
+    private var killDeadline: Deadline?
 
     init(machine: String, boot: Bool, pid: pid_t, pidfd: Int32, errorPipe: Int32, notify: Int32, console: Console,
          signals: Signals, started: Double, quiet: Bool = false, session: Bool = false, logger: Logger,
@@ -82,7 +85,6 @@ final class Supervisor {
     }
 
     func run() -> Outcome {
-        defer { if errorPipe >= 0 { close(errorPipe) } }
         // What Ctrl-] three times does, in nspawn's (and machinectl's) words: before anything of
         // the container's reaches the terminal, all of which passes the relay below. (The
         // terminal is in raw mode: the line ends with a carriage return too.)
@@ -100,7 +102,7 @@ final class Supervisor {
             let n = poll(&fds, nfds_t(fds.count), pollTimeout())
             if n < 0 {
                 if errno == EINTR { continue }
-                logger.error("poll: \(String(cString: strerror(errno)))")
+                logger.error("poll: \(errnoString(errno))")
                 break
             }
             if n == 0 { killIfOverdue() }
@@ -153,7 +155,7 @@ final class Supervisor {
             if stopRequests == 1 && setupDone {
                 logger.notice("\(machine): asking the init to halt with \(SignalName.name(killSignal)) (again to kill it; killed in \(seconds(stopTimeout)) s otherwise)")
                 _ = imgboot_pidfd_send_signal(pidfd, killSignal)
-                killDeadline = StageClock.now() + stopTimeout
+                killDeadline = Deadline(after: stopTimeout)
             } else {
                 _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
             }
@@ -170,13 +172,13 @@ final class Supervisor {
     /// How long poll may wait: for ever, or until the init's time to stop is up.
     private func pollTimeout() -> Int32 {
         guard let killDeadline else { return -1 }
-        return Int32(min(max(0, (killDeadline - StageClock.now()) * 1000), Double(Int32.max)).rounded(.up))
+        return killDeadline.pollMilliseconds()
     }
 
     /// Kills the init once its time to stop is up.
     private func killIfOverdue() {
-        guard let deadline = killDeadline, StageClock.now() >= deadline else { return }
-        killDeadline = nil
+        guard let killDeadline, killDeadline.hasPassed else { return }
+        self.killDeadline = nil
         logger.warning("\(machine): the init did not stop within \(seconds(stopTimeout)) s of \(SignalName.name(killSignal)): killing it")
         _ = imgboot_pidfd_send_signal(pidfd, SIGKILL)
     }
@@ -184,13 +186,8 @@ final class Supervisor {
     /// Reads what the error pipe holds, waiting at most `milliseconds` for more: a failed step's
     /// record, or the end of file that says the payload has been executed.
     private func settleErrorPipe(waiting milliseconds: Int32 = 0) {
-        let deadline = StageClock.now() + Double(milliseconds) / 1000
-        while errorPipe >= 0 {
-            let left = max(0, Int32(((deadline - StageClock.now()) * 1000).rounded(.up)))
-            var ready = pollfd(fd: errorPipe, events: Int16(POLLIN), revents: 0)
-            let n = poll(&ready, 1, left)
-            if n < 0 && errno == EINTR { continue }
-            guard n == 1 else { return }
+        let deadline = Deadline(after: Double(milliseconds) / 1000)
+        while errorPipe >= 0 && waitReadable(errorPipe, until: deadline) {
             readErrorPipe()
         }
     }
@@ -203,8 +200,8 @@ final class Supervisor {
             return
         }
         if n < 0 && errno == EINTR { return }
-        // End of file: the payload has been executed (or the child is gone).
-        close(errorPipe)
+        // End of file: the payload has been executed (or the child is gone). Not read again;
+        // the container closes it.
         errorPipe = -1
         if childError == nil && interruptedBy == nil { containerIsUp() }
     }
@@ -232,7 +229,7 @@ final class Supervisor {
                     forward.append(String(line))
                     guard !ready else { continue }
                     ready = true
-                    let seconds = StageClock.now() - started
+                    let seconds = monotonicSeconds() - started
                     if !quiet { writeStderr("imgboot: \(machine) is ready (after \(formatSeconds(seconds)) s)\n") }
                 } else if line.hasPrefix("STATUS=") {
                     forward.append(String(line))
@@ -274,7 +271,7 @@ final class Supervisor {
 
     /// Ctrl-] three times within a second kills the container, as in nspawn.
     private func countEscapes(_ bytes: ArraySlice<UInt8>) -> Bool {
-        let now = StageClock.now()
+        let now = monotonicSeconds()
         for byte in bytes where byte == 0x1D {
             escapePresses.append(now)
             escapePresses.removeAll { now - $0 > 1.0 }
@@ -314,7 +311,7 @@ extension Supervisor.Outcome {
         }
         if let e = childError {
             if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !boot {
-                let what = e.error == ENOENT ? "command not found" : String(cString: strerror(e.error))
+                let what = e.error == ENOENT ? "command not found" : errnoString(e.error)
                 writeStderr("imgboot: \(printable(argv.first ?? "")): \(what)\n")
             } else {
                 let what = e.step == Int32(IMGBOOT_STEP_PLAN.rawValue) && plan.indices.contains(Int(e.index))

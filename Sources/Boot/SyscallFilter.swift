@@ -5,6 +5,7 @@ import CLinux
 import CSeccomp
 import Dissect
 import Mount
+import Support
 
 /// The container's seccomp filter: an allow-list in the spirit of systemd-nspawn's
 /// (`src/nspawn/nspawn-seccomp.c`, systemd 252), compiled with libseccomp before the container
@@ -209,9 +210,9 @@ public enum SyscallFilter {
         let temporary = path + ".\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { return }
-        let written = program.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        let written = (try? writeFully(fd, program)) != nil
         close(fd)
-        if written != program.count || rename(temporary, path) != 0 { unlink(temporary) }
+        if !written || rename(temporary, path) != 0 { unlink(temporary) }
     }
 
     /// Compiles the filter with libseccomp (see `program(keeping:)`).
@@ -273,9 +274,13 @@ public enum SyscallFilter {
         guard result == 0 else { throw BootError(image: "seccomp", "libseccomp: cannot export the filter", errno: -result) }
         let size = lseek(fd, 0, SEEK_END)
         guard size > 0, size % 8 == 0 else { throw BootError(image: "seccomp", "libseccomp exported \(size) bytes") }
-        var program = [UInt8](repeating: 0, count: Int(size))
-        let read = program.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, 0) }
-        guard read == Int(size) else { throw BootError(image: "seccomp", "read the exported filter", errno: errno) }
+        let program: [UInt8]
+        do {
+            program = try readAll(fd, limit: Int(size), at: 0)
+        } catch {
+            throw BootError(image: "seccomp", "read the exported filter", errno: error.code)
+        }
+        guard program.count == Int(size) else { throw BootError(image: "seccomp", "read the exported filter: \(program.count) of \(size) bytes") }
         return program
     }
 }

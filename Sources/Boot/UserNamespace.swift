@@ -5,6 +5,7 @@ import CLinux
 import Dissect
 import Logging
 import Mount
+import Support
 
 /// `--private-users`: whether the container gets a user namespace, and which host UIDs and GIDs
 /// its users are. systemd-nspawn's names; the default of `run`, `boot` and `smoke` is `pick`.
@@ -128,7 +129,7 @@ public final class UserRangeLease {
     private static func lock(_ slot: UInt32) -> Result<Int32, LockFailure> {
         let path = directory + "/\(slot)"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { return .failure(.error("cannot create \(path): \(String(cString: strerror(errno)))")) }
+        guard fd >= 0 else { return .failure(.error("cannot create \(path): \(errnoString(errno))")) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_uid == 0, st.st_mode & S_IFMT == S_IFREG else {
             close(fd)
@@ -137,7 +138,7 @@ public final class UserRangeLease {
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             let e = errno
             close(fd)
-            return e == EWOULDBLOCK ? .failure(.busy) : .failure(.error("cannot lock \(path): \(String(cString: strerror(e)))"))
+            return e == EWOULDBLOCK ? .failure(.busy) : .failure(.error("cannot lock \(path): \(errnoString(e))"))
         }
         return .success(fd)
     }
@@ -174,9 +175,11 @@ enum UserNamespaceSetup {
             let fd = open(path, O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else { throw BootError(image: subject, "open \(path)", errno: errno) }
             defer { close(fd) }
+            // One write: the kernel takes a map whole, from the first write only.
             let line = Array(users.mapLine.utf8)
-            guard line.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == line.count else {
-                throw BootError(image: subject, "write \(path) (\(users))", errno: errno)
+            let n = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            guard n == line.count else {
+                throw BootError(image: subject, "write \(path) (\(users))", errno: n < 0 ? errno : EIO)
             }
         }
     }
@@ -196,7 +199,7 @@ enum UserNamespaceSetup {
         }
         defer {
             if imgboot_setns(host, IMGBOOT_CLONE_NEWNS) != 0 {
-                logger.error("\(subject): cannot return to the host's mount namespace: \(String(cString: strerror(errno)))")
+                logger.error("\(subject): cannot return to the host's mount namespace: \(errnoString(errno))")
             }
         }
         return try body()

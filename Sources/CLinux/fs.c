@@ -183,33 +183,25 @@ int imgboot_is_cgroup2(const char *path) {
 }
 
 /// Any change of credentials, setfsuid's included, clears the parent-death signal (the
-/// kernel's commit_creds): put it back, and if the parent ended while it was cleared, send it
-/// now — smoke starts imgboot with SIGTERM as its parent-death signal, and a machine must not
-/// outlive a smoke that was killed.
-static void restore_parent_death_signal(int sig, pid_t parent) {
-    if (sig <= 0)
-        return;
-    prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
-    if (getppid() != parent)
-        kill(getpid(), sig);
-}
-
-int imgboot_setfsuid(uint32_t uid) {
+/// kernel's commit_creds): `change` is made with it put back after, and if the parent ended
+/// while it was cleared, it is sent now — smoke starts imgboot with SIGTERM as its
+/// parent-death signal, and a machine must not outlive a smoke that was killed. Returns what
+/// `change` returns (the previous ID).
+static int keeping_parent_death_signal(int (*change)(unsigned int), uint32_t id) {
     int sig = 0;
     prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
     pid_t parent = getppid();
-    int previous = setfsuid(uid);
-    restore_parent_death_signal(sig, parent);
+    int previous = change(id);
+    if (sig > 0) {
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
+        if (getppid() != parent)
+            kill(getpid(), sig);
+    }
     return previous;
 }
 
-int imgboot_setfsgid(uint32_t gid) {
-    int sig = 0;
-    prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
-    pid_t parent = getppid();
-    int previous = setfsgid(gid);
-    restore_parent_death_signal(sig, parent);
-    return previous;
-}
+int imgboot_setfsuid(uint32_t uid) { return keeping_parent_death_signal(setfsuid, uid); }
+
+int imgboot_setfsgid(uint32_t gid) { return keeping_parent_death_signal(setfsgid, gid); }
 
 int imgboot_syncfs(int fd) { return syncfs(fd); }

@@ -1,6 +1,6 @@
 /// A CPU architecture, as the Discoverable Partitions Specification names them
 /// (and `systemd-dissect` prints them).
-public enum Architecture: String, Codable, Sendable, CaseIterable {
+public enum Architecture: String, Sendable, CaseIterable {
     case alpha
     case arc
     case arm

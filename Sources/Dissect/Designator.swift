@@ -1,6 +1,6 @@
 /// The role of a partition, from its GPT type UUID (Discoverable Partitions Specification),
 /// or from the fallback rules for images without DPS types (see `PartitionSelection`).
-public enum Designator: String, Codable, Sendable, CaseIterable {
+public enum Designator: String, Sendable, CaseIterable {
     case root
     case usr
     case rootVerity = "root-verity"

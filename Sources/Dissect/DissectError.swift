@@ -1,19 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// An error of imgboot's own, whatever the stage: its description is the one line the user
-/// sees after "imgboot: ", naming the image, the partition or path, and what is wrong.
-/// Every module's error type conforms.
-public protocol IMGBootError: Error, CustomStringConvertible {
-    /// The status imgboot exits with: 125 for its own failures (the default), 128+N when a
-    /// signal N interrupted it.
-    var exitStatus: Int32 { get }
-}
-
-extension IMGBootError {
-    public var exitStatus: Int32 { 125 }
-}
+import Support
 
 /// Why an image could not be dissected. Renders as one line that names the image and
 /// what is wrong with it: `basic.raw: partitions 1 and 2 overlap`.
@@ -41,9 +29,16 @@ public struct DissectError: IMGBootError, Equatable {
         self.reason = reason
     }
 
-    public var description: String { "\(image): \(message)" }
+    public var subject: String? { image }
 
-    public var message: String {
+    public var errno: Int32? {
+        switch reason {
+        case .open(let e), .read(_, let e): e
+        default: nil
+        }
+    }
+
+    public var detail: String {
         switch reason {
         case .open(let e) where e == ENOENT: "no such file"
         case .open(let e) where e == EACCES || e == EPERM: "cannot open: permission denied"
@@ -68,9 +63,4 @@ public struct DissectError: IMGBootError, Equatable {
         case .probe(let what): "cannot probe: \(what)"
         }
     }
-}
-
-/// strerror, as a Swift string.
-func errnoString(_ code: Int32) -> String {
-    String(cString: strerror(code))
 }

@@ -1,4 +1,5 @@
 import Logging
+import Support
 
 extension DissectedImage {
     /// Reads the image at `path`: its partition table, the filesystem in each partition, and
@@ -97,7 +98,8 @@ extension DissectedImage {
         return DissectedImage(
             image: path, size: file.size, sectorSize: sectorSize, partitionTable: table,
             imageUuid: imageUuid, architecture: selection.architecture,
-            partitions: selection.partitions, warnings: warnings + selection.warnings)
+            partitions: selection.partitions, warnings: warnings + selection.warnings,
+            tableWarnings: gpt?.warnings ?? [], rootReasons: selection.rootReasons)
     }
 
     /// The partitions of imgboot's reading of the GPT. When libblkid read the table too

@@ -1,6 +1,6 @@
 /// What a disk image holds, as `imgboot inspect --json` prints it. Plain data: produced by
 /// `DissectedImage.dissect(path:)`, consumed by the later stages of the pipeline.
-public struct DissectedImage: Codable, Sendable, Equatable {
+public struct DissectedImage: Sendable, Equatable {
     /// The image's path, as the user gave it.
     public var image: String
     /// Size in bytes.
@@ -17,11 +17,18 @@ public struct DissectedImage: Codable, Sendable, Equatable {
     /// Things a user should know that do not stop imgboot: a corrupt primary GPT header that
     /// was replaced by its backup, a partition that is skipped and why.
     public var warnings: [String]
+    /// Of `warnings`, those about damage to the partition table itself (a corrupt header
+    /// replaced by its backup, a backup that differs): the ones worth saying when the image is
+    /// used anyway. (The others say why a partition is not used, which an error repeats when
+    /// that matters.)
+    public var tableWarnings: [String]
+    /// Of `warnings`, those that say why there is no root to use (`PartitionSelection`).
+    public var rootReasons: [String]
 
     public init(
         image: String, size: UInt64, sectorSize: Int, partitionTable: PartitionTableType?,
         imageUuid: String?, architecture: Architecture?, partitions: [Partition],
-        warnings: [String] = []
+        warnings: [String] = [], tableWarnings: [String] = [], rootReasons: [String] = []
     ) {
         self.image = image
         self.size = size
@@ -31,6 +38,8 @@ public struct DissectedImage: Codable, Sendable, Equatable {
         self.architecture = architecture
         self.partitions = partitions
         self.warnings = warnings
+        self.tableWarnings = tableWarnings
+        self.rootReasons = rootReasons
     }
 
     /// The partitions that will be mounted, in the order their mount points nest
@@ -40,26 +49,19 @@ public struct DissectedImage: Codable, Sendable, Equatable {
             .sorted { ($0.mountPoint ?? "").count < ($1.mountPoint ?? "").count }
     }
 
-    /// The warnings about damage to the partition table itself (a corrupt header replaced by its
-    /// backup, a backup that differs): the ones worth saying when the image is used anyway. (The
-    /// others say why a partition is not used, which an error repeats when that matters.)
-    public var tableWarnings: [String] {
-        warnings.filter { $0.hasPrefix("the primary ") || $0.hasPrefix("the backup ") }
-    }
-
     /// The partition that will be mounted at `/`, if any.
     public var root: Partition? {
         partitions.first { $0.mountPoint == "/" }
     }
 }
 
-public enum PartitionTableType: String, Codable, Sendable {
+public enum PartitionTableType: String, Sendable {
     case gpt
     case dos
 }
 
 /// One partition (or, for a bare filesystem image, the whole file as number 0).
-public struct Partition: Codable, Sendable, Equatable {
+public struct Partition: Sendable, Equatable {
     /// The partition number as fdisk shows it; 0 for a bare filesystem image.
     public var number: Int
     /// Its role, from the type UUID or the fallback rules; nil when it has none.

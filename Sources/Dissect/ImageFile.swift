@@ -8,7 +8,6 @@ struct ImageFile: ~Copyable {
     let path: String
     let fd: Int32
     let size: UInt64
-    let isBlockDevice: Bool
     /// The logical sector size of a block device; nil for a regular file.
     let deviceSectorSize: Int?
 
@@ -50,7 +49,6 @@ struct ImageFile: ~Copyable {
         self.path = path
         self.fd = fd
         self.size = size
-        self.isBlockDevice = sectorSize != nil
         self.deviceSectorSize = sectorSize
     }
 

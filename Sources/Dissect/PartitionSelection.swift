@@ -14,6 +14,8 @@ public enum PartitionSelection {
         public var partitions: [Partition]
         public var architecture: Architecture?
         public var warnings: [String]
+        /// Of `warnings`, those that say why no root is used.
+        public var rootReasons: [String] = []
     }
 
     /// Applies the selection rules. `partitions` carry their type (GPT type UUID or MBR type),
@@ -23,7 +25,11 @@ public enum PartitionSelection {
         _ partitions: [Partition], table: PartitionTableType?, native: Architecture = .native
     ) -> Result {
         var parts = partitions
-        var warnings: [String] = []
+        var warnings: [String] = [], rootReasons: [String] = []
+        func rootReason(_ text: String) {
+            warnings.append(text)
+            rootReasons.append(text)
+        }
 
         // Designators from the types.
         for i in parts.indices {
@@ -67,8 +73,7 @@ public enum PartitionSelection {
                     parts[g].designator = .root
                     chosen[.root] = g
                 } else if generic.count > 1 {
-                    warnings.append(
-                        "\(generic.count) generic Linux partitions and no root partition: none is used as root")
+                    rootReason("\(generic.count) generic Linux partitions and no root partition: none is used as root")
                 }
             case .dos:
                 let bootable = parts.indices.filter { parts[$0].bootable && parts[$0].mbrType == "0x83" }
@@ -76,7 +81,7 @@ public enum PartitionSelection {
                     parts[b].designator = .root
                     chosen[.root] = b
                 } else if bootable.count > 1 {
-                    warnings.append("\(bootable.count) bootable Linux partitions: none is used as root")
+                    rootReason("\(bootable.count) bootable Linux partitions: none is used as root")
                 }
             case nil:
                 break
@@ -85,13 +90,15 @@ public enum PartitionSelection {
 
         for (designator, i) in chosen.sorted(by: { $0.value < $1.value }) {
             guard let mountPoint = designator.mountPoint else { continue }
+            // A root that cannot be mounted is why there is none to use.
+            let note = designator == .root ? rootReason : { warnings.append($0) }
             if let fs = parts[i].fsType {
                 guard mountableFilesystems.contains(fs) else {
-                    warnings.append("\(parts[i].displayName): \(fs) filesystems are not mounted automatically")
+                    note("\(parts[i].displayName): \(fs) filesystems are not mounted automatically")
                     continue
                 }
             } else {
-                warnings.append("\(parts[i].displayName): no filesystem found")
+                note("\(parts[i].displayName): no filesystem found")
                 continue
             }
             parts[i].mountPoint = mountPoint
@@ -106,10 +113,10 @@ public enum PartitionSelection {
             let foreign = Set(parts.filter { $0.designator == .root }.compactMap(\.architecture))
             if !foreign.isEmpty {
                 let names = foreign.map(\.rawValue).sorted().joined(separator: ", ")
-                warnings.append("no root partition for \(native.rawValue) (the image has one for \(names))")
+                rootReason("no root partition for \(native.rawValue) (the image has one for \(names))")
             }
         }
-        return Result(partitions: parts, architecture: architecture, warnings: warnings)
+        return Result(partitions: parts, architecture: architecture, warnings: warnings, rootReasons: rootReasons)
     }
 
     /// The role of an MBR partition type.

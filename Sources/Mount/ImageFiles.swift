@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import CLinux
 import Dissect
 
@@ -38,7 +39,7 @@ public enum ImageFiles {
         do {
             try readAll(fd) { chunk in try output.write(Array(chunk)) }
         } catch {
-            throw MountError(image: tree.image, .other("\(path): read: \(String(cString: strerror(error.errno)))"))
+            throw MountError(image: tree.image, .failed(operation: "\(path): read", errno: error.errno))
         }
         try output.commit()
     }
@@ -74,10 +75,10 @@ public enum ImageFiles {
                 throw MountError(image: tree.image, .other("\(target): exists already (a directory is copied only to a new name or into an empty directory)"))
             }
         } else if mkdirat(directory, name, 0o700) != 0 {
-            throw MountError(image: tree.image, .other("\(target): cannot create it: \(String(cString: strerror(errno)))"))
+            throw MountError(image: tree.image, .failed(operation: "\(target): cannot create it", errno: errno))
         }
         let top = openat(directory, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-        guard top >= 0 else { throw MountError(image: tree.image, .other("\(target): open: \(String(cString: strerror(errno)))")) }
+        guard top >= 0 else { throw MountError(image: tree.image, .failed(operation: "\(target): open", errno: errno)) }
         defer { close(top) }
         try copier.tree(source, subject: path, into: top, display: target)
         try copier.attributes(st, of: top, display: target)
@@ -99,13 +100,13 @@ public enum ImageFiles {
         guard let source, source != "-" else { return (0, nil) }
         let fd = open(source, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw MountError(image: image, .other("\(source): \(errno == ENOENT ? "no such file or directory" : String(cString: strerror(errno)))"))
+            throw MountError(image: image, .other("\(source): \(errno == ENOENT ? "no such file or directory" : errnoString(errno))"))
         }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             let e = errno
             close(fd)
-            throw MountError(image: image, .other("\(source): \(String(cString: strerror(e)))"))
+            throw MountError(image: image, .failed(operation: "\(source)", errno: e))
         }
         let kind = st.st_mode & S_IFMT
         guard kind == S_IFREG || kind == S_IFDIR else {
@@ -209,7 +210,7 @@ public enum ImageFiles {
         guard let name else { throw MountError(image: image, .other("\(target): not a file name")) }
         let fd = open(directory.isEmpty ? "." : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw MountError(image: image, .other("\(target): cannot open its directory: \(String(cString: strerror(errno)))"))
+            throw MountError(image: image, .failed(operation: "\(target): cannot open its directory", errno: errno))
         }
         return (fd, name)
     }
@@ -241,7 +242,7 @@ struct Copier {
     let warn: (String) -> Void
 
     func failure(_ display: String, _ what: String, _ e: Int32) -> MountError {
-        MountError(image: image, .other("\(display): \(what): \(String(cString: strerror(e)))"))
+        MountError(image: image, .failed(operation: "\(display): \(what)", errno: e))
     }
 
     /// The mode a copy gets: on the host, without set-user-ID and set-group-ID for files.

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import Attach
 import CLinux
 import Dissect
@@ -70,18 +71,7 @@ extension ImageMetadata {
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return nil }
-        var data = [UInt8](repeating: 0, count: limit)
-        var done = 0
-        while done < limit {
-            let n = data.withUnsafeMutableBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return Glibc.read(fd, base + done, limit - done)
-            }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            done += n
-        }
-        return Array(data[0..<done])
+        return try? readAll(fd, limit: limit)
     }
 
     /// Whether `path` inside the mount `root` (resolved inside it) is a regular file.

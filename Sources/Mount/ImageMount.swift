@@ -5,9 +5,45 @@ import Attach
 import CLinux
 import Dissect
 import Logging
+import Support
 
 /// Dissect → attach → mount, in one call, leaving nothing behind when a step fails.
 public enum ImageMount {
+    /// `imgboot mount`: mounts the tree on `dir` for good — refused when `dir` is not free or
+    /// another imgboot mount uses the image in a conflicting way; the image's locks handed to
+    /// a keeper process that outlives this one; a record for `imgboot umount`. Mounts made
+    /// under one lock (`StateStore.mountLock`), so two `imgboot mount`s cannot cross. On
+    /// failure, or a stop signal (`stop.checkpoint`) before the record is saved, nothing is
+    /// left.
+    public static func mountRecorded(
+        _ image: DissectedImage, plan: MountPlan, at dir: String, stop: StopSignals, logger: Logger
+    ) throws -> MountedTree {
+        let writable = plan.attachments.contains { !$0.readOnly }
+        try StateStore.prepare([.trees], subject: image.image)
+        let serial = try StateStore.lock(StateStore.mountLock, subject: image.image, stop: stop)
+        defer { close(serial) }
+        try MountTarget.requireFree(dir)
+        if let other = try MountRecord.conflict(image: image.image, writable: writable, subject: image.image, stop: stop) {
+            throw MountError(image: image.image, .busy("mounted\(other.writable ? " writable" : "") on \(other.directory)"))
+        }
+        let (tree, attached) = try mount(image, plan: plan, at: dir, logger: logger)
+        var keeper: ProcessIdentity?
+        do {
+            // The image stays locked (for nspawn too) while the tree is mounted: by a process
+            // that outlives this one.
+            keeper = ProcessIdentity(pid: try attached.keepLocked())
+            // Without its record, `imgboot umount` would refuse the tree: no record, no tree.
+            try MountRecord.make(directory: dir, image: image.image, devices: attached.devices.map(\.device.identity),
+                                 writable: writable, keeper: keeper).save(stop: stop)
+            try stop.checkpoint(image.image)
+        } catch {
+            try ImageUnmount.unmount(dir, requireRecord: false, logger: logger)
+            if let keeper { _ = LockKeeperProcess.end(keeper) }
+            throw error
+        }
+        return tree
+    }
+
     /// Attaches the partitions `plan` needs and mounts the tree on `dir`. On success the loop
     /// devices are held by the mounts alone (they go when the tree is unmounted); the returned
     /// `AttachedImage` still holds the image's lock and knows the devices, to wait for them
@@ -22,9 +58,7 @@ public enum ImageMount {
         do {
             tree = try MountedTree.apply(plan, image: image, devices: devices, at: dir, logger: logger)
         } catch {
-            attached.close()
-            _ = attached.waitUntilDetached()
-            attached.unlock()
+            attached.finish(logger: logger)
             throw error
         }
         // The mounts hold the devices now; autoclear ends them with the last mount.
@@ -450,15 +484,7 @@ public enum LockKeeperProcess {
         // Checked after opening the pidfd: the process it holds is the one checked.
         guard ProcessIdentity.startTime(of: keeper.pid) == keeper.startTime else { return true }
         _ = imgboot_pidfd_send_signal(pidfd.fd, SIGTERM)
-        let deadline = monotonicSeconds() + timeout
-        while true {
-            // A pidfd becomes readable when its process ends.
-            var ended = pollfd(fd: pidfd.fd, events: Int16(POLLIN), revents: 0)
-            let left = deadline - monotonicSeconds()
-            let n = poll(&ended, 1, Int32(max(0, left * 1000)) + 1)
-            if n > 0 { return true }
-            if n < 0 && errno == EINTR { continue }
-            if left <= 0 { return false }
-        }
+        // A pidfd becomes readable when its process ends.
+        return waitReadable(pidfd.fd, until: Deadline(after: timeout))
     }
 }

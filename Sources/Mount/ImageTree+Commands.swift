@@ -10,7 +10,7 @@ extension ImageTree {
     public static func forCommand(_ image: DissectedImage, writable: Int? = nil, willWrite: Bool = false, logger: Logger) throws -> ImageTree {
         let path = image.image
         if let other = try MountRecord.conflict(image: path, writable: writable != nil || willWrite, subject: path, stop: nil) {
-            throw MountError(image: path, .other("image is busy: mounted\(other.writable ? " writable" : "") on \(other.directory) by imgboot mount"))
+            throw MountError(image: path, .busy("mounted\(other.writable ? " writable" : "") on \(other.directory) by imgboot mount"))
         }
         let tree = try open(image, writable: writable, logger: logger)
         if !willWrite || writable != nil {

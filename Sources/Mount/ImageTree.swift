@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import Attach
 import CLinux
 import Dissect
@@ -110,7 +111,7 @@ public final class ImageTree {
             let error = MountError(image: image, partition: p.displayName,
                                    .failed(operation: "mount \(fs) \(writable ? "writable" : "read-only")", errno: errno))
             if optional {
-                warnings.append("\(p.displayName) is not mounted: \(error.message)")
+                warnings.append("\(p.displayName) is not mounted: \(error.detail)")
                 return
             }
             throw error
@@ -125,8 +126,8 @@ public final class ImageTree {
             mounts.append(Mounted(partition: p, mountPoint: point, fd: fd, writable: writable, placed: true))
         } catch {
             if optional || unplaceable != .fail {
-                warnings.append("\(p.displayName) is not mounted: \(error.message)")
-                logger.debug("\(image): \(p.displayName) is not mounted: \(error.message)")
+                warnings.append("\(p.displayName) is not mounted: \(error.detail)")
+                logger.debug("\(image): \(p.displayName) is not mounted: \(error.detail)")
                 if optional || unplaceable == .skip { Glibc.close(fd) } else {
                     mounts.append(Mounted(partition: p, mountPoint: point, fd: fd, writable: writable, placed: false))
                 }
@@ -184,7 +185,7 @@ public final class ImageTree {
         case ENOTDIR: "not a directory in the image (or a component of the path is not)"
         case ELOOP: "too many levels of symlinks in the image"
         case EROFS: "on a read-only filesystem"
-        default: String(cString: strerror(e))
+        default: errnoString(e)
         }
         return MountError(image: image, .other("\(path): \(what)"))
     }
@@ -206,18 +207,16 @@ public final class ImageTree {
         let wrote = mounts.contains { $0.writable }
         mounts.removeAll()
         if let attached {
-            attached.close()
-            if !attached.waitUntilDetached() { logger.warning("\(image): loop devices still attached after 2 s") }
-            // What the loop device wrote is in the image file's page cache: on disk before
-            // anyone else may take the image.
-            if wrote {
+            attached.finish(logger: logger) {
+                // What the loop device wrote is in the image file's page cache: on disk before
+                // anyone else may take the image.
+                guard wrote else { return }
                 let fd = Glibc.open(image, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
                 if fd < 0 || fsync(fd) != 0 {
                     failure = failure ?? MountError(image: image, .failed(operation: "flush the image to disk", errno: errno))
                 }
                 if fd >= 0 { Glibc.close(fd) }
             }
-            attached.unlock()
             self.attached = nil
         }
         if let failure { throw failure }
@@ -230,6 +229,6 @@ func describeMountPoint(_ error: ResolveError) -> String {
     case ENOENT: "mount point \(error.path) does not exist in the read-only image (imgboot never writes the image to create it)"
     case ENOTDIR: "mount point \(error.path) is not a directory"
     case ELOOP: "mount point \(error.path) is a symlink loop"
-    default: "cannot open mount point \(error.path): \(String(cString: strerror(error.errno)))"
+    default: "cannot open mount point \(error.path): \(errnoString(error.code))"
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// A running machine as the state store keeps it (`/run/imgboot/machines/NAME`), and what
 /// `imgboot list` shows. Its processes are named by PID *and* start time, and the leader by its
@@ -10,8 +11,15 @@ import Dissect
 /// may be anyone's.
 public struct MachineRecord: Sendable, Equatable {
     public var name: String
-    /// `boot` (an init as PID 1) or `run` (a command).
-    public var kind: String
+    /// What PID 1 is.
+    public enum Kind: String, Sendable, Equatable {
+        /// The image's init: stopped by asking it to power off (SIGRTMIN+4).
+        case boot
+        /// imgboot-init and a command: stopped by SIGTERM to the command.
+        case run
+    }
+
+    public var kind: Kind
     /// The volatile mode.
     public var mode: String
     /// The image, as an absolute path.
@@ -29,7 +37,7 @@ public struct MachineRecord: Sendable, Equatable {
     /// The host IDs of its users, when it has a user namespace (`--private-users`).
     public var users: UserRange?
 
-    public init(name: String, kind: String, mode: String, image: String, leader: ProcessIdentity?, supervisor: ProcessIdentity,
+    public init(name: String, kind: Kind, mode: String, image: String, leader: ProcessIdentity?, supervisor: ProcessIdentity,
                 started: Int, cgroup: String?, privateNetwork: Bool, users: UserRange? = nil) {
         self.name = name
         self.kind = kind
@@ -51,7 +59,7 @@ public struct MachineRecord: Sendable, Equatable {
         .object([
             ("version", .int(1)),
             ("name", .string(name)),
-            ("kind", .string(kind)),
+            ("kind", .string(kind.rawValue)),
             ("mode", .string(mode)),
             ("image", .string(image)),
             ("leader", .int(Int64(leaderPID))),
@@ -69,7 +77,7 @@ public struct MachineRecord: Sendable, Equatable {
     /// format, or a damaged one, is no record).
     public init?(json: JSON) {
         guard json["version"]?.intValue == 1,
-              let name = json["name"]?.stringValue, let kind = json["kind"]?.stringValue,
+              let name = json["name"]?.stringValue, let kind = json["kind"]?.stringValue.flatMap(Kind.init(rawValue:)),
               let mode = json["mode"]?.stringValue, let image = json["image"]?.stringValue,
               let leader = json["leader"]?.intValue.flatMap({ pid_t(exactly: $0) }), leader >= 0,
               let leaderStart = json["leaderStartTime"]?.intValue.flatMap({ UInt64(exactly: $0) }),

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// Why an image could not be mounted. One line: the image, the partition or path, what failed
 /// and the errno — `basic.raw: partition 3 (srv): mount ext4 on /srv: Invalid argument`.
@@ -18,6 +19,8 @@ public struct MountError: IMGBootError, Equatable {
         case notADirectory(String)
         /// A system call or libmount step failed.
         case failed(operation: String, errno: Int32)
+        /// The image is in use in a way that excludes this one: by whom, and how.
+        case busy(String)
         case other(String)
     }
 
@@ -32,14 +35,15 @@ public struct MountError: IMGBootError, Equatable {
         self.reason = reason
     }
 
-    public var description: String {
-        var parts = [image]
-        if let partition { parts.append(partition) }
-        parts.append(message)
-        return parts.joined(separator: ": ")
+    public var subject: String? { image }
+    public var partitionName: String? { partition }
+
+    public var errno: Int32? {
+        if case .failed(_, let e) = reason { return e }
+        return nil
     }
 
-    var message: String {
+    public var detail: String {
         switch reason {
         case .invalidOptions(let text): text
         case .noRoot(let text): text
@@ -48,7 +52,8 @@ public struct MountError: IMGBootError, Equatable {
         case .missingMountPoint(let path):
             "mount point \(path) does not exist in the read-only image (imgboot never writes the image to create it)"
         case .notADirectory(let path): "mount point \(path) is not a directory"
-        case .failed(let operation, let e): "\(operation): \(String(cString: strerror(e)))"
+        case .failed(let operation, let e): failure(operation, errno: e)
+        case .busy(let holder): "image is busy: \(holder)"
         case .other(let text): text
         }
     }

@@ -106,8 +106,10 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         public var target: Place
         /// Mount options, as passed to mount ("ro", "nodev", "norecovery", "mode=0755").
         public var options: [String]
-        /// The partition the step mounts, for messages ("partition 3 (srv)").
+        /// The partition the step is about, for messages ("partition 3 (srv)").
         public var partition: String?
+        /// Its number: the steps of one partition (its mount, its overlay) go together.
+        public var partitionNumber: Int?
         /// A failure only warns: an ESP or XBOOTLDR whose vfat the kernel may lack must not stop a boot.
         public var optional: Bool
         public var phase: Phase
@@ -116,12 +118,13 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         /// followed). The image's own mount points follow symlinks, inside the image.
         public var noFollow: Bool
 
-        public init(_ action: Action, _ target: Place, options: [String] = [], partition: String? = nil, optional: Bool = false,
-                    phase: Phase = .tree, noFollow: Bool = false) {
+        public init(_ action: Action, _ target: Place, options: [String] = [], partition: String? = nil,
+                    partitionNumber: Int? = nil, optional: Bool = false, phase: Phase = .tree, noFollow: Bool = false) {
             self.action = action
             self.target = target
             self.options = options
             self.partition = partition
+            self.partitionNumber = partitionNumber
             self.optional = optional
             self.phase = phase
             self.noFollow = noFollow
@@ -243,15 +246,15 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
             for p in used {
                 let lower = Place.staging("lower-\(p.number)")
                 let upper = Place.staging("rw/upper-\(p.number)"), work = Place.staging("rw/work-\(p.number)")
-                let (name, optional) = (p.displayName, isOptional(p))
+                let optional = isOptional(p)
                 builder.mount(p, at: lower, readOnly: true)
-                builder.step(.makeDirectory(mode: 0o755, like: lower), upper, partition: name, optional: optional)
-                builder.step(.makeDirectory(mode: 0o700, like: nil), work, partition: name, optional: optional)
+                builder.step(.makeDirectory(mode: 0o755, like: lower), upper, partition: p, optional: optional)
+                builder.step(.makeDirectory(mode: 0o700, like: nil), work, partition: p, optional: optional)
                 builder.step(.overlay(lower: lower, upper: upper, work: work), .tree(mountPoint(p)),
-                             options: ["nodev"], partition: name, optional: optional)
+                             options: ["nodev"], partition: p, optional: optional)
             }
             for p in used {
-                builder.step(.detach, .staging("lower-\(p.number)"), partition: p.displayName, optional: isOptional(p))
+                builder.step(.detach, .staging("lower-\(p.number)"), partition: p, optional: isOptional(p))
             }
             builder.step(.detach, .staging("rw"))
         }
@@ -307,7 +310,7 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
 
     /// Why there is no root, from what dissection noticed.
     static func noRootDetail(_ image: DissectedImage) -> String {
-        let reasons = image.warnings.filter { $0.contains("root") }
+        let reasons = image.rootReasons
         return reasons.isEmpty ? "" : " (" + reasons.joined(separator: "; ") + ")"
     }
 
@@ -316,8 +319,9 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         var attachments: [Attachment] = []
         var steps: [Step] = []
 
-        mutating func step(_ action: Action, _ target: Place, options: [String] = [], partition: String? = nil, optional: Bool = false) {
-            steps.append(Step(action, target, options: options, partition: partition, optional: optional))
+        mutating func step(_ action: Action, _ target: Place, options: [String] = [], partition: Partition? = nil, optional: Bool = false) {
+            steps.append(Step(action, target, options: options, partition: partition?.displayName,
+                              partitionNumber: partition?.number, optional: optional))
         }
 
         mutating func mount(_ p: Partition, at target: Place, readOnly: Bool) {
@@ -326,7 +330,7 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
             attachments.append(Attachment(number: p.number, readOnly: ro))
             step(.partition(number: p.number, fsType: fs), target,
                  options: MountPlan.mountOptions(fsType: fs, readOnly: ro),
-                 partition: p.displayName, optional: MountPlan.isOptional(p))
+                 partition: p, optional: MountPlan.isOptional(p))
         }
     }
 

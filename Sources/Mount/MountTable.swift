@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Dissect
+import Support
 
 /// The mount table of the calling process's mount namespace (/proc/self/mountinfo).
 public struct MountTable {

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// The steps that put imgboot's own things into the tree around the image — a container's
 /// /dev and its nodes, /run, /tmp, /run/host, the host's resolv.conf and timezone, binds of host
@@ -88,7 +89,7 @@ extension MountedTree {
             case ENOENT: "the image has no \(path) directory"
             case ELOOP: "the image's \(path) is a symlink; imgboot mounts \(path) only on a real directory"
             case ENOTDIR: "the image's \(path) is not a directory"
-            default: "cannot open \(path) in the image: \(String(cString: strerror(error.errno)))"
+            default: "cannot open \(path) in the image: \(errnoString(error.code))"
             }
             throw MountError(image: image, .other(what))
         }
@@ -224,7 +225,7 @@ extension MountedTree {
         do {
             return try TreePath(root: top, path: path, followFinal: false, kind: S_IFREG)
         } catch {
-            throw MountError(image: image, .failed(operation: "open \(path)", errno: error.errno))
+            throw MountError(image: image, .failed(operation: "open \(path)", errno: error.code))
         }
     }
 
@@ -239,12 +240,10 @@ extension MountedTree {
         }
         // The mode as meant (open's went through the umask).
         guard fchmod(fd, mode) == 0 else { throw MountError(image: image, .failed(operation: "set the mode of \(path)", errno: errno)) }
-        var done = 0
-        while done < content.count {
-            let n = content.withUnsafeBytes { write(fd, $0.baseAddress! + done, content.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw MountError(image: image, .failed(operation: "write \(path)", errno: errno)) }
-            done += n
+        do {
+            try writeFully(fd, content)
+        } catch {
+            throw MountError(image: image, .failed(operation: "write \(path)", errno: error.code))
         }
     }
 
@@ -289,10 +288,10 @@ extension MountedTree {
         } catch where error.errno == ENOENT {
             if isDirectory { try createDirectory(path, top: top) } else { try file(path, .empty, mode: 0o644, top: top) }
             do { target = try TreePath(root: top, path: path, kind: kind) } catch {
-                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.errno))
+                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.code))
             }
         } catch {
-            throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.errno))
+            throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.code))
         }
         if idmap, let owner, owner.idmap >= 0 {
             // The host's owners, mapped into the container (the host's root is its root): one
@@ -300,7 +299,7 @@ extension MountedTree {
             guard imgboot_bind_idmapped(source, owner.idmap, readOnly ? 1 : 0, target.fd) == 0 else {
                 let e = errno
                 if e == EINVAL || e == EPERM || e == EOPNOTSUPP {
-                    throw MountError(image: image, .other("bind \(sourcePath) on \(path): \(String(cString: strerror(e))) (its filesystem, or a mount below it, cannot be idmapped; add :noidmap, or use --private-users=no)"))
+                    throw MountError(image: image, .other("bind \(sourcePath) on \(path): \(errnoString(e)) (its filesystem, or a mount below it, cannot be idmapped; add :noidmap, or use --private-users=no)"))
                 }
                 throw MountError(image: image, .failed(operation: "bind \(sourcePath) on \(path)", errno: e))
             }
@@ -312,7 +311,7 @@ extension MountedTree {
         if readOnly {
             let mounted: TreePath
             do { mounted = try TreePath(root: top, path: path, kind: kind) } catch {
-                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.errno))
+                throw MountError(image: image, .failed(operation: "--bind target \(path)", errno: error.code))
             }
             guard Glibc.mount(nil, mounted.procPath, nil, UInt(MS_REMOUNT | MS_BIND | MS_RDONLY), nil) == 0 else {
                 throw MountError(image: image, .failed(operation: "make \(path) read-only", errno: errno))

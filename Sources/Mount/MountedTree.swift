@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import CLinux
 import Dissect
 import Logging
@@ -82,18 +83,19 @@ public final class MountedTree {
     var owner: Owner?
 
     private func run(_ plan: MountPlan, devices: [Int: String]) throws(MountError) {
-        var skipped: Set<String> = []
+        // A failed optional partition's other steps (its overlay, its detach) are skipped with it.
+        var skipped: Set<Int> = []
         // The container's own steps are its first process's (`ContainerPlan`, CLinux).
         for step in plan.steps(.tree) {
-            if let name = step.partition, skipped.contains(name) { continue }
+            if let number = step.partitionNumber, skipped.contains(number) { continue }
             do {
                 try perform(step, devices: devices)
             } catch where step.optional {
                 let name = step.partition ?? "\(step.target)"
-                warnings.append("\(name) is not mounted: \(error.message)")
+                warnings.append("\(name) is not mounted: \(error.detail)")
                 // Only debug: callers report `warnings` to the user (once).
-                logger.debug("\(image): \(name) is not mounted: \(error.message)")
-                skipped.insert(name)
+                logger.debug("\(image): \(name) is not mounted: \(error.detail)")
+                if let number = step.partitionNumber { skipped.insert(number) }
             }
         }
     }
@@ -202,7 +204,7 @@ public final class MountedTree {
         guard imgboot_attach_detached(mnt, idmap, 0, target.fd) == 0 else {
             let e = errno
             throw MountError(image: image, partition: step.partition, .other(
-                "mount \(fsType) on \(step.target) idmapped for the user namespace: \(String(cString: strerror(e))) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
+                "mount \(fsType) on \(step.target) idmapped for the user namespace: \(errnoString(e)) (the kernel cannot idmap \(fsType) here; use --private-users=no)"))
         }
         made.append(landing)
     }
@@ -331,7 +333,7 @@ public final class MountedTree {
         case ENOTDIR: "mount point \(error.path) is not a directory"
         case ELOOP: "mount point \(error.path) is a symlink loop"
         case EXDEV: "mount point \(error.path) points outside the image"
-        default: "cannot open \(error.path): \(String(cString: strerror(error.errno)))"
+        default: "cannot open \(error.path): \(errnoString(error.code))"
         }
     }
 
@@ -361,7 +363,7 @@ public final class MountedTree {
     private func rollback() {
         // NOFOLLOW: these are resolved paths; nothing in the image may redirect them now.
         for path in made.reversed() where umount2(path, Int32(MNT_DETACH | UMOUNT_NOFOLLOW)) != 0 {
-            logger.debug("rollback: cannot detach \(path): \(String(cString: strerror(errno)))")
+            logger.debug("rollback: cannot detach \(path): \(errnoString(errno))")
         }
         made.removeAll()
         removeStaging()

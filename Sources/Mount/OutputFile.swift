@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import CLinux
 import Dissect
 
@@ -44,7 +45,7 @@ public final class OutputFile {
         func refuse(_ what: String) -> MountError { MountError(image: image, .other("\(path): \(what)")) }
         guard !base.isEmpty, base != ".", base != "..", !path.hasSuffix("/") else { throw refuse("not a file name") }
         let directory = open(directoryPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { throw refuse("cannot open its directory: \(String(cString: strerror(errno)))") }
+        guard directory >= 0 else { throw refuse("cannot open its directory: \(errnoString(errno))") }
         var st = stat()
         if fstatat(directory, base, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR {
             close(directory)
@@ -63,7 +64,7 @@ public final class OutputFile {
         guard fd >= 0 else {
             let e = errno
             close(directory)
-            throw refuse("cannot create it: \(String(cString: strerror(e)))")
+            throw refuse("cannot create it: \(errnoString(e))")
         }
         return OutputFile(fd: fd, name: path, image: image, owns: true, placement: (directory, base, temporary))
     }
@@ -85,12 +86,10 @@ public final class OutputFile {
     public func flush() throws(MountError) { try drain() }
 
     private func drain() throws(MountError) {
-        var done = 0
-        while done < buffer.count {
-            let n = buffer.withUnsafeBytes { Glibc.write(fd, $0.baseAddress.map { $0 + done }, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw MountError(image: image, .other("\(name): write: \(String(cString: strerror(n < 0 ? errno : EIO)))")) }
-            done += n
+        do {
+            try writeFully(fd, buffer)
+        } catch {
+            throw MountError(image: image, .failed(operation: "\(name): write", errno: error.code))
         }
         buffer.removeAll(keepingCapacity: true)
     }
@@ -101,7 +100,7 @@ public final class OutputFile {
         try drain()
         guard let placement else { return }
         func fail(_ what: String, _ e: Int32) -> MountError {
-            MountError(image: image, .other("\(name): \(what): \(String(cString: strerror(e)))"))
+            MountError(image: image, .failed(operation: "\(name): \(what)", errno: e))
         }
         guard fsync(fd) == 0 else { throw fail("write", errno) }
         var temporary = placement.temporary

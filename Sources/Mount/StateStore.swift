@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// imgboot's runtime state: everything it keeps under /run/imgboot, in one format and under
 /// one permission model, and the one place that knows the paths (crun keeps a container's
@@ -146,12 +147,10 @@ public enum StateStore {
             return MountError(image: subject, .failed(operation: operation, errno: e))
         }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { throw fail("lock a new file in \(directory)", errno) }
-        var bytes = Array((record.serialized(pretty: false) + "\n").utf8)[...]
-        while !bytes.isEmpty {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw fail("write \(path)", n < 0 ? errno : EIO) }
-            bytes = bytes.dropFirst(n)
+        do {
+            try writeFully(fd, (record.serialized(pretty: false) + "\n").utf8)
+        } catch {
+            throw fail("write \(path)", error.code)
         }
         let file = "/proc/self/fd/\(fd)"
         switch placement {
@@ -183,16 +182,7 @@ public enum StateStore {
     public static func read(_ fd: Int32) -> JSON? {
         var st = stat()
         guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_uid == 0 else { return nil }
-        var data: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 8192)
-        var offset = 0
-        while data.count < recordLimit {
-            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            data += buffer[0..<n]
-            offset += n
-        }
+        guard let data = try? readAll(fd, limit: recordLimit, at: 0) else { return nil }
         return try? JSON(parsing: data)  // not a record of this format: treated as no record
     }
 
@@ -275,21 +265,20 @@ public enum StateStore {
     }
 
     static func waitForLock(_ fd: Int32, path: String, subject: String, stop: StopSignals?, timeout: Double) throws {
-        let deadline = monotonicSeconds() + timeout
+        let deadline = Deadline(after: timeout)
         while flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let e = errno
             guard e == EWOULDBLOCK || e == EINTR else {
                 throw MountError(image: subject, .failed(operation: "lock \(path)", errno: e))
             }
             try stop?.checkpoint(subject)
-            let left = deadline - monotonicSeconds()
-            guard left > 0 else {
+            guard !deadline.hasPassed else {
                 throw MountError(image: subject, .other(
                     "\(path) has been locked by another process for \(Int(timeout.rounded())) s: is an imgboot hung? (fuser -v \(path) names it)"))
             }
             // Sleep until a signal arrives or the next look at the lock (poll ignores fd -1).
             var signal = pollfd(fd: stop?.fd ?? -1, events: Int16(POLLIN), revents: 0)
-            _ = poll(&signal, 1, Int32(min(left, 0.02) * 1000) + 1)
+            _ = poll(&signal, 1, deadline.pollMilliseconds(atMost: 0.02))
         }
     }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import Dissect
 
 /// `imgboot archive`: the image's tree as a POSIX tar archive (pax interchange format, which
@@ -151,14 +152,14 @@ public enum TarArchive {
         /// size meanwhile is cut or padded with zeros, so the archive stays readable).
         mutating func contents(of entry: TreeWalk.Entry, size: UInt64, path: String) throws(MountError) {
             let fd = openat(entry.parent, entry.name.cString, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
-            guard fd >= 0 else { throw MountError(image: image, .other("\(path): open: \(String(cString: strerror(errno)))")) }
+            guard fd >= 0 else { throw MountError(image: image, .failed(operation: "\(path): open", errno: errno)) }
             defer { close(fd) }
             var left = size
             var buffer = [UInt8](repeating: 0, count: 64 << 10)
             while left > 0 {
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, Int(min(UInt64($0.count), left))) }
                 if n < 0 && errno == EINTR { continue }
-                if n < 0 { throw MountError(image: image, .other("\(path): read: \(String(cString: strerror(errno)))")) }
+                if n < 0 { throw MountError(image: image, .failed(operation: "\(path): read", errno: errno)) }
                 if n == 0 { break }
                 try emit(Array(buffer[0..<n]))
                 left -= UInt64(n)

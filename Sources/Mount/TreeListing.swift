@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Crypto
 import Dissect
+import Support
 
 /// What `imgboot ls` prints: the files of an image's tree, as `systemd-dissect --list` and
 /// `--mtree` print them.
@@ -48,7 +49,7 @@ public enum TreeListing {
                 switch entry.stat.st_mode & S_IFMT {
                 case S_IFREG where entry.stat.st_size > 0:
                     do throws(FileError) { digest = try sha256(entry) } catch {
-                        warn("\(TreeWalk.display(path, entry.path)): cannot read it (\(String(cString: strerror(error.errno)))): no digest")
+                        warn("\(TreeWalk.display(path, entry.path)): cannot read it (\(errnoString(error.errno))): no digest")
                     }
                 case S_IFLNK:
                     if let target = readLink(entry) { link = escape(target) }

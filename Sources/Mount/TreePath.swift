@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Support
 
 /// A directory inside the image's tree, opened by resolving its path *inside* the tree
 /// (`openat2` with RESOLVE_IN_ROOT): a symlink in the image (`/home -> /etc`,
@@ -48,9 +49,21 @@ public struct TreePath: ~Copyable {
     }
 }
 
-public struct ResolveError: Error {
+/// A path that could not be resolved inside a tree: which, and the errno (ELOOP for a symlink
+/// where none may be, ENOTDIR or EINVAL for the wrong kind of file). Callers say what the
+/// path was for (`MountedTree.describe`); as it stands, the path and the errno's text.
+public struct ResolveError: IMGBootError {
     public let path: String
-    public let errno: Int32
+    public let code: Int32
+
+    init(path: String, errno: Int32) {
+        self.path = path
+        self.code = errno
+    }
+
+    public var subject: String? { path }
+    public var errno: Int32? { code }
+    public var detail: String { errnoString(code) }
 }
 
 /// Creating files in a tree that belongs to a user namespace's root: with the filesystem UID

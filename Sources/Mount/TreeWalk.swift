@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import Dissect
 
 /// Walks a directory tree through descriptors only: every entry is looked at relative to its
@@ -99,7 +100,7 @@ public enum TreeWalk {
     }
 
     static func failure(_ subject: String, _ path: [UInt8], _ operation: String, _ e: Int32, image: String) -> MountError {
-        MountError(image: image, .other("\(display(subject, path)): \(operation): \(String(cString: strerror(e)))"))
+        MountError(image: image, .failed(operation: "\(display(subject, path)): \(operation)", errno: e))
     }
 }
 

@@ -23,9 +23,6 @@ public enum VolatileMode: String, Sendable, CaseIterable, CustomStringConvertibl
         }
     }
 
-    /// What a usage error lists.
-    public static let validValues = "yes, no, state, overlay (or true/false, on/off, 1/0)"
-
     /// Whether the image stays untouched whatever happens in the tree.
     public var isVolatile: Bool { self != .no }
 }

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 import CLinux
 
 /// Smoke's own notify socket, given to each `imgboot boot` and `run` it starts as
@@ -45,7 +46,7 @@ final class NotifyListener: Drainable {
         _ = bytes.withUnsafeMutableBytes { imgboot_random($0.baseAddress, UInt($0.count)) }
         address = "@imgboot-smoke-" + bytes.map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
         fd = imgboot_notify_listen(address)
-        guard fd >= 0 else { throw SmokeError("create a notify socket: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw SmokeError("create a notify socket", errno: errno) }
     }
 
     deinit { if fd >= 0 { close(fd) } }

@@ -1,4 +1,5 @@
 import Dissect
+import Support
 
 /// The reports of a smoke run: JSON for programs, JUnit XML for CI servers, a table for people.
 public struct SmokeReport {
@@ -148,11 +149,7 @@ public struct SmokeReport {
                          r.readySeconds.map { formatSeconds($0) + " s" } ?? "-",
                          "\(passedChecks)/\(r.checks.count)", details.isEmpty ? "-" : printable(details.joined(separator: "; "))])
         }
-        let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max() ?? 0 }
-        return rows.map { row in
-            row.enumerated().map { c, cell in c == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[c] - cell.count) }
-                .joined(separator: "  ")
-        }.joined(separator: "\n") + "\n"
+        return textTable(rows)
     }
 
     private func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Boot
 import Dissect
+import Support
 
 /// One image's smoke test, as reported.
 public struct SmokeResult: Sendable {
@@ -88,7 +89,7 @@ public struct SmokeRunner: Sendable {
     }
 
     func test(_ image: String, progress: (SmokeEvent) -> Void) -> SmokeResult {
-        let start = now()
+        let start = monotonicSeconds()
         // The image's default name, cut so that the random suffix and, for an image without
         // systemd, each check's `-N` still fit in a hostname, however long the file name.
         let room = "-".count + Self.randomLength + "-\(max(1, checks.count))".count
@@ -113,7 +114,7 @@ public struct SmokeRunner: Sendable {
         }
         result.passed = result.error == nil && result.checks.allSatisfy(\.passed) && result.failedUnits.isEmpty
             && (result.poweredOff ?? true)
-        result.seconds = now() - start
+        result.seconds = monotonicSeconds() - start
         return result
     }
 
@@ -124,7 +125,7 @@ public struct SmokeRunner: Sendable {
     private func boot(_ image: String, machine: String, listener: NotifyListener, into result: inout SmokeResult,
                       progress: (SmokeEvent) -> Void) -> BootOutcome {
         progress(.booting)
-        let start = now()
+        let start = monotonicSeconds()
         // The console's output and imgboot's stderr are kept (bounded) for a failure's details.
         // --init=systemd: an image without systemd is not booted with its /sbin/init (which
         // would never say READY=1) but refused, and `no-init` tells smoke to run it instead.
@@ -146,17 +147,17 @@ public struct SmokeRunner: Sendable {
         var ready: Double? = nil
         var failure: NotifyListener.Message? = nil
         var status: Int32? = nil
-        while ready == nil && failure == nil && status == nil && now() < deadline {
+        while ready == nil && failure == nil && status == nil && monotonicSeconds() < deadline {
             status = boot.wait(until: deadline, alongside: [listener]) { listener.messages.isEmpty }
             listener.drain()
             for message in listener.take() {
-                if message.isReady && ready == nil { ready = now() - start }
+                if message.isReady && ready == nil { ready = monotonicSeconds() - start }
                 if message.failure != nil { failure = message }
             }
         }
         if let failure {
             // imgboot has said why it fails and is tearing down: let it finish.
-            _ = boot.wait(until: now() + stopTimeout + 15, alongside: [listener])
+            _ = boot.wait(until: monotonicSeconds() + stopTimeout + 15, alongside: [listener])
             result.bootLog = plainLines(boot.captured.text)
             if failure.failure == BootError.Code.noInit.rawValue { return .noSystemd }
             result.error = failure.status ?? "imgboot boot failed" + lastLine(result.bootLog)
@@ -190,16 +191,16 @@ public struct SmokeRunner: Sendable {
 
         progress(.poweringOff)
         let stop = try? Subprocess([executable, "stop", "--timeout", formatSeconds(stopTimeout), machine])
-        let stopped = stop?.wait(until: now() + stopTimeout + 15, alongside: [boot, listener])
+        let stopped = stop?.wait(until: monotonicSeconds() + stopTimeout + 15, alongside: [boot, listener])
         // 0 or 1: stop reached the machine (and killed it, if need be); otherwise it could not
         // (not ready in time: its init not yet registered), and nothing would end the boot.
-        status = boot.wait(until: now() + (stopped == 0 || stopped == 1 ? 15 : 0.5), alongside: [listener])
+        status = boot.wait(until: monotonicSeconds() + (stopped == 0 || stopped == 1 ? 15 : 0.5), alongside: [listener])
         // Ask imgboot itself, so that it tears down in order: the first SIGTERM halts the init
         // (or abandons the setup), the second kills the init. SIGKILL to imgboot is the last
         // resort: it leaves the machine's cgroup, tree directory and registration behind.
         for (signal, grace) in [(SIGTERM, 15.0), (SIGTERM, 10.0), (SIGKILL, 10.0)] where status == nil {
             boot.signal(signal)
-            status = boot.wait(until: now() + grace, alongside: [listener])
+            status = boot.wait(until: monotonicSeconds() + grace, alongside: [listener])
         }
         result.bootLog = plainLines(boot.captured.text)
         if ready != nil {
@@ -257,7 +258,7 @@ public struct SmokeRunner: Sendable {
 
     private func runCheck(_ command: String, argv: [String], alongside others: [any Drainable] = [],
                           listener: NotifyListener? = nil, limit: Int = Subprocess.outputLimit) -> CheckResult {
-        let start = now()
+        let start = monotonicSeconds()
         let process: Subprocess
         do {
             listener?.forget()
@@ -277,15 +278,15 @@ public struct SmokeRunner: Sendable {
             // from outside the machine's PID namespace) and stalls systemd's final SIGTERM
             // broadcast at poweroff; a SIGKILLed `run` leaves its cgroup behind.
             process.signal(SIGTERM)
-            status = process.wait(until: now() + Self.killGrace, alongside: watched)
+            status = process.wait(until: monotonicSeconds() + Self.killGrace, alongside: watched)
             if status == nil {
                 process.signal(SIGKILL)
-                status = process.wait(until: now() + 10, alongside: watched)
+                status = process.wait(until: monotonicSeconds() + 10, alongside: watched)
             }
             output = process.captured.text + "\n[imgboot: killed after \(formatSeconds(checkTimeout)) s]\n"
-            return CheckResult(command: command, exitCode: nil, passed: false, output: output, seconds: now() - start)
+            return CheckResult(command: command, exitCode: nil, passed: false, output: output, seconds: monotonicSeconds() - start)
         }
-        return CheckResult(command: command, exitCode: status, passed: status == 0, output: output, seconds: now() - start)
+        return CheckResult(command: command, exitCode: status, passed: status == 0, output: output, seconds: monotonicSeconds() - start)
     }
 
     // MARK: Small things

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Dissect
+import Support
 
 /// Something whose descriptor a wait should keep empty: another process's output pipe (a
 /// booted machine's console, which must never fill up and stall its imgboot), a notify socket.
@@ -37,7 +38,7 @@ final class Subprocess: Drainable {
     init(_ argv: [String], environment: [String]? = nil, outputLimit: Int = Subprocess.outputLimit) throws(SmokeError) {
         captured = BoundedBuffer(limit: outputLimit)
         var fds: [Int32] = [-1, -1]
-        guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe: \(String(cString: strerror(errno)))") }
+        guard imgboot_pipe_cloexec(&fds) == 0 else { throw SmokeError("create a pipe", errno: errno) }
         let args = argv.map { strdup($0) } + [nil]
         defer { for a in args { free(a) } }
         let env = environment.map { $0.map { strdup($0) } + [nil] }
@@ -48,7 +49,7 @@ final class Subprocess: Drainable {
         close(fds[1])
         guard pid > 0 else {
             close(fds[0])
-            throw SmokeError("start \(argv[0]): \(String(cString: strerror(e)))")
+            throw SmokeError("start \(argv[0])", errno: e)
         }
         self.pid = pid
         pidfd = imgboot_pidfd_open(pid)
@@ -74,7 +75,7 @@ final class Subprocess: Drainable {
             if output >= 0 { fds.append(pollfd(fd: output, events: Int16(POLLIN), revents: 0)) }
             let watched = others.filter { $0.pollFD >= 0 }
             fds += watched.map { pollfd(fd: $0.pollFD, events: Int16(POLLIN), revents: 0) }
-            let left = deadline.map { $0 - now() } ?? 1
+            let left = deadline.map { $0 - monotonicSeconds() } ?? 1
             if left <= 0 { return nil }
             let n = poll(&fds, nfds_t(fds.count), Int32(min(left, 1) * 1000))
             if n < 0 && errno != EINTR { break }
@@ -172,10 +173,16 @@ func plainLines(_ text: String) -> String {
     return String(out)
 }
 
-func now() -> Double { monotonicSeconds() }
+/// Smoke's own failures (it could not start a process at all): what failed, and its errno.
+public struct SmokeError: IMGBootError {
+    public let subject: String? = nil
+    public let operation: String
+    public let errno: Int32?
 
-/// Smoke's own failures (it could not start a process at all).
-public struct SmokeError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ description: String) { self.description = description }
+    init(_ operation: String, errno: Int32?) {
+        self.operation = operation
+        self.errno = errno
+    }
+
+    public var detail: String { failure(operation, errno: errno) }
 }

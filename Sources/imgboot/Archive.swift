@@ -5,6 +5,7 @@ import Mount
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 
 extension IMGBoot {
     struct Archive: ParsableCommand {
@@ -35,7 +36,7 @@ extension IMGBoot {
             let logger = global.makeLogger()
             try requireRoot(image, "reading an image's files")
             if output == "-" && isatty(1) == 1 {
-                throw CommandError(description: "\(image): standard output is a terminal; give a file name or redirect it")
+                throw CommandError(image, "standard output is a terminal; give a file name or redirect it")
             }
             let dissected = try DissectedImage.dissect(path: image, logger: logger)
             for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }

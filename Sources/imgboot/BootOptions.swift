@@ -2,6 +2,7 @@ import ArgumentParser
 import Boot
 import Dissect
 import Mount
+import Support
 
 /// The options `run`, `boot` and `smoke` share, named as systemd-nspawn names them. (What
 /// only `run` and `boot` take is in `MachineOptions`: smoke names its machines itself.)
@@ -127,5 +128,54 @@ extension PrivateUsers: ExpressibleByArgument {
             "no": "no user namespace: root inside is root outside",
             "identity": "the host's IDs, with capabilities over the container's own namespaces only",
         ]
+    }
+}
+
+extension ContainerSpec.Console: ExpressibleByArgument {
+    public static var allValueDescriptions: [String: String] {
+        [
+            "interactive": "input and output on this terminal, in raw mode (default with a terminal)",
+            "read-only": "the output; input is not read (default otherwise)",
+            "passive": "nothing",
+            "pipe": "input and output, without a terminal",
+        ]
+    }
+}
+
+extension ContainerSpec.InitSelection: ExpressibleByArgument {
+    public static var allValueDescriptions: [String: String] {
+        [
+            "auto": "systemd, else /sbin/init (default)",
+            "systemd": "only systemd; an image without it is an error (X_IMGBOOT_ERROR=no-init)",
+        ]
+    }
+}
+
+/// Runs `body`; when imgboot itself fails (its one-line errors, status 125), says so on the
+/// notify socket too, so that whoever started imgboot learns why without reading stderr.
+func reportingFailure(to notify: NotifySocket?, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as IMGBootError {
+        notify?.sendFailure(error)
+        throw error
+    }
+}
+
+/// nspawn's booleans: `yes`, `no` (and `true`/`false`, `on`/`off`, `1`/`0`).
+enum YesNo: String, ExpressibleByArgument, Sendable {
+    case yes, no
+
+    init?(argument: String) {
+        switch argument {
+        case "yes", "true", "on", "1": self = .yes
+        case "no", "false", "off", "0": self = .no
+        default: return nil
+        }
+    }
+
+    static var allValueStrings: [String] { ["yes", "no"] }
+    static var allValueDescriptions: [String: String] {
+        ["yes": "when the init reports READY=1", "no": "as soon as the init runs (default)"]
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Dissect
+import Support
 
 /// The command line as systemd-nspawn's users type it, turned into the one swift-argument-parser
 /// reads: before it is parsed, imgboot
@@ -64,12 +65,12 @@ enum CommandLineHabits {
     static func normalize(_ arguments: [String]) throws(CommandError) -> NormalizedCommandLine {
         guard let command = arguments.first else { return NormalizedCommandLine(arguments: arguments) }
         if !command.hasPrefix("-") && !commandNames.contains(command) {
-            throw CommandError(description: unknownCommand(command))
+            throw CommandError(nil, unknownCommand(command))
         }
         // `imgboot help inspec` would print the overview, as if nothing were wrong.
         if command == "help", arguments.count > 1, let topic = arguments.dropFirst().first(where: { !$0.hasPrefix("-") }),
            !commandNames.contains(topic) {
-            throw CommandError(description: unknownCommand(topic))
+            throw CommandError(nil, unknownCommand(topic))
         }
         let args = arguments
         guard let shape = shapes[command] else {

@@ -5,6 +5,7 @@ import Mount
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 
 extension IMGBoot {
     struct CopyFrom: ParsableCommand {
@@ -41,7 +42,7 @@ extension IMGBoot {
             let logger = global.makeLogger()
             try requireRoot(image, "reading an image's files")
             guard let target = target ?? defaultTarget(path) else {
-                throw CommandError(description: "\(image): \(path): has no name to copy it to; give a TARGET")
+                throw CommandError(image, "\(path): has no name to copy it to; give a TARGET")
             }
             let dissected = try DissectedImage.dissect(path: image, logger: logger)
             for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }

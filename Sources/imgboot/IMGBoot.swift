@@ -5,6 +5,7 @@ import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 
 @main
 struct IMGBoot: ParsableCommand {
@@ -35,7 +36,7 @@ struct IMGBoot: ParsableCommand {
     /// Runs the command line. imgboot's own failures exit with status 125 after a one-line
     /// message; usage errors too, after the message and usage swift-argument-parser prints.
     static func main() {
-        _ = Clock.start  // log times count from here
+        _ = processStart  // log times count from here
         refuseArgumentsThatAreNotUTF8()
         do {
             let line = try CommandLineHabits.normalize(Array(CommandLine.arguments.dropFirst()))

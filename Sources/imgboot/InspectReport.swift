@@ -1,5 +1,6 @@
 import Dissect
 import Mount
+import Support
 
 /// The forms of `imgboot inspect`: for people, a header and a table of partitions; for
 /// programs, one JSON object.
@@ -69,13 +70,7 @@ struct InspectReport {
                 p.mountPoint ?? "-",
             ])
         }
-        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            let cells = row.enumerated().map { column, cell in
-                column == row.count - 1 ? cell : cell.padding(to: widths[column])
-            }
-            out += cells.joined(separator: "  ") + "\n"
-        }
+        out += textTable(rows)
         for warning in image.warnings {
             out += "\nwarning: \(printable(warning))"
         }
@@ -121,10 +116,4 @@ func humanSize(_ bytes: UInt64) -> String {
     if unit == 0 { return "\(bytes) B" }
     let tenths = Int((value * 10).rounded())
     return "\(tenths / 10).\(tenths % 10) \(units[unit])"
-}
-
-extension String {
-    func padding(to width: Int) -> String {
-        count >= width ? self : self + String(repeating: " ", count: width - count)
-    }
 }

@@ -6,6 +6,7 @@ import Smoke
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 
 extension IMGBoot {
     struct SmokeTest: ParsableCommand {
@@ -94,7 +95,6 @@ extension IMGBoot {
                 jobs: jobs ?? Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
             let display = SmokeDisplay(images: selected, live: SmokeDisplay.isLive(json: json))
             let results = runner.run(images: selected) { index, event in display.show(index, event) }
-            display.finish()
             let smoke = SmokeReport(results: results)
 
             // The JSON is printed whatever happens to the JUnit file; a file that could not be
@@ -118,7 +118,7 @@ extension IMGBoot {
         func requireWritableStdout() throws {
             let flags = fcntl(1, F_GETFL)
             guard flags >= 0, flags & O_ACCMODE != O_RDONLY else {
-                throw CommandError(description: "--json: standard output is \(flags < 0 ? "closed" : "not writable")")
+                throw CommandError("--json", "standard output is \(flags < 0 ? "closed" : "not writable")")
             }
         }
     }
@@ -139,19 +139,16 @@ struct JUnitFile {
 
     func write(_ text: String) throws {
         defer { close(fd) }
-        let bytes = Array(text.utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw Self.failure(path, n < 0 ? errno : EIO) }
-            done += n
+        do {
+            try writeFully(fd, text.utf8)
+        } catch {
+            throw Self.failure(path, error.code)
         }
         guard fsync(fd) == 0 || errno == EINVAL else { throw Self.failure(path, errno) }
     }
 
     private static func failure(_ path: String, _ e: Int32) -> CommandError {
-        CommandError(description: "\(path): cannot write the JUnit report: \(String(cString: strerror(e)))")
+        CommandError(path, "cannot write the JUnit report", errno: e)
     }
 }
 
@@ -163,6 +160,6 @@ extension Shard: ExpressibleByArgument {
 func selfExecutable() throws -> String {
     var buffer = [CChar](repeating: 0, count: 4096)
     let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard n > 0 else { throw CommandError(description: "cannot find imgboot's own executable: \(String(cString: strerror(errno)))") }
+    guard n > 0 else { throw CommandError(nil, "cannot find imgboot's own executable", errno: errno) }
     return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -6,6 +6,7 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 
 /// Live lines for a terminal (one per image, redrawn: "booting → ready in 0.52 s → checks
 /// 2/2 → passed"), cut to the terminal's width and, with more images than rows, showing the
@@ -148,6 +149,4 @@ final class SmokeDisplay: Sendable {
         default: return 1
         }
     }
-
-    func finish() {}
 }

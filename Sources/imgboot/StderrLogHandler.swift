@@ -4,6 +4,7 @@ import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
+import Support
 
 /// Log lines for people: `imgboot: debug: message`, with the time since start-up when at
 /// debug level or below, so that the stages' costs are visible.
@@ -19,7 +20,7 @@ struct StderrLogHandler: LogHandler {
     func log(event: LogEvent) {
         var line = "imgboot: \(event.level): "
         if logLevel <= .debug {
-            line += "[\(formatSeconds(Clock.sinceStart()))] "
+            line += "[\(formatSeconds(monotonicSeconds() - processStart))] "
         }
         // Messages name images, partitions and paths: escaped here, once for every log line.
         line += printable("\(event.message)")
@@ -27,15 +28,6 @@ struct StderrLogHandler: LogHandler {
     }
 }
 
-enum Clock {
-    static let start = now()
-
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-
-    static func sinceStart() -> Double { now() - start }
-}
+/// When imgboot started, on the monotonic clock: log lines say how long after.
+let processStart = monotonicSeconds()
 

@@ -136,17 +136,6 @@ func makeTemporaryFile(size: String) throws -> String {
     return path
 }
 
-extension AttachedImage {
-    /// What a test does when it is done with its devices: close, wait, unlock. Returns whether
-    /// the devices are gone.
-    @discardableResult
-    func finish() -> Bool {
-        close()
-        defer { unlock() }
-        return waitUntilDetached()
-    }
-}
-
 /// A value several threads add to.
 final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()

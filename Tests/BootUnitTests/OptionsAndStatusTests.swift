@@ -1,5 +1,6 @@
 import CLinux
 import Glibc
+import Support
 import Testing
 @testable import Boot
 @testable import Mount

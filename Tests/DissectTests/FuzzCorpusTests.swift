@@ -29,7 +29,7 @@ struct FuzzCorpusTests {
             return (["\(image.partitionTable?.rawValue ?? "none") \(image.sectorSize)"] + parts)
                 .joined(separator: " ")
         } catch {
-            return "error: \(error.message)"
+            return "error: \(error.detail)"
         }
     }
 

@@ -1,5 +1,6 @@
 import Testing
 @testable import Dissect
+import Support
 
 /// The reader imgboot's state records are parsed with: what the writer writes comes back as it
 /// was, and anything else — above all a text a forger shaped — is refused, never guessed at.

@@ -1,5 +1,6 @@
 import Testing
 @testable import Dissect
+import Support
 
 /// The `inspect --json` schema documented in README.md: every key present, in order, nulls
 /// written as null, UUIDs as given (lower case by construction).

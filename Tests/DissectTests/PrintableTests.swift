@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Dissect
+import Support
 
 /// `printable(_:)`, the one escape for text that reaches a terminal, and the JSON writer's
 /// strings: every kind of character that could act on a terminal or hide text is escaped;

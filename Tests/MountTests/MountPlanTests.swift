@@ -9,7 +9,7 @@ struct MountPlanTests {
         let selection = PartitionSelection.select(parts, table: table, native: .x86_64)
         return DissectedImage(image: name, size: 64 << 20, sectorSize: 512, partitionTable: table, imageUuid: nil,
                               architecture: selection.architecture, partitions: selection.partitions,
-                              warnings: selection.warnings)
+                              warnings: selection.warnings, rootReasons: selection.rootReasons)
     }
 
     static func gpt(_ n: Int, _ type: String, fs: String = "ext4", flags: UInt64 = 0) -> Partition {

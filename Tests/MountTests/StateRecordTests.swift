@@ -5,13 +5,14 @@ import Attach
 import Dissect
 import Testing
 @testable import Mount
+import Support
 
 /// The records of the state store (`StateStore`): what is written is read back as it was,
 /// hostile strings cannot add or change a field, and anything but a complete record of the
 /// format is no record at all.
 struct StateRecordTests {
     static let machine = MachineRecord(
-        name: "basic-2", kind: "run", mode: "overlay", image: "/var/lib/images/basic.raw",
+        name: "basic-2", kind: .run, mode: "overlay", image: "/var/lib/images/basic.raw",
         leader: ProcessIdentity(pid: 4242, startTime: 123_456), supervisor: ProcessIdentity(pid: 4200, startTime: 123_400),
         started: 1_733_230_000, cgroup: "/sys/fs/cgroup/unified/imgboot/basic-2", privateNetwork: true)
 

@@ -10,13 +10,6 @@ public func formatSeconds(_ seconds: Double) -> String {
     return "\(millis / 1000).\(String(repeating: "0", count: 3 - frac.count))\(frac)"
 }
 
-/// Seconds on the monotonic clock, for timing the stages (`--log-level=debug`).
-public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
 /// "stage NAME: N µs" for the time since `start`, as every stage's timing line reads.
 public func stageLine(_ name: String, since start: Double) -> String {
     "stage \(name): \(Int(((monotonicSeconds() - start) * 1_000_000).rounded())) µs"
@@ -96,7 +89,7 @@ extension Unicode.Scalar {
 }
 
 /// Lowercase hex digits, zero-padded to `width`.
-func hex(_ value: some BinaryInteger, width: Int) -> String {
+public func hex(_ value: some BinaryInteger, width: Int) -> String {
     let digits = String(value, radix: 16)
     return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
 }
