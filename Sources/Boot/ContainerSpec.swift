@@ -51,6 +51,22 @@ public struct ContainerSpec: Sendable {
     /// for long.
     public static let defaultStopTimeout = 30.0
 
+    /// `run --user`: the user the command runs as (a name in the image's passwd, or a UID),
+    /// found by imgboot-init inside the container.
+    public var user: String?
+    /// `run --chdir`: where the command runs (an absolute path in the container).
+    public var workingDirectory: String?
+
+    /// A name `--user` takes: what useradd accepts in practice (letters, digits, `.`, `_`,
+    /// `-`, not starting with `-` or `.`), or a UID; at most 64 bytes. It reaches
+    /// imgboot-init in its argv[0], where a blank would end it.
+    public static func isValidUserName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, name.utf8.count <= 64, first != UInt8(ascii: "-"), first != UInt8(ascii: ".") else { return false }
+        return name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2e || c == 0x5f || c == 0x2d
+        }
+    }
+
     /// `boot`: which of the image's inits may be booted.
     public var initSelection: InitSelection = .auto
     /// Where to say that the container is up, forward its init's notifications, and report
