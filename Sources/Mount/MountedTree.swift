@@ -120,17 +120,12 @@ public final class MountedTree {
             let target = try mountTarget(step)
             // Under a user namespace the container's root owns it — or the container's UID and
             // GID that the options name, moved into the range.
-            var given = options.split(separator: ",").map(String.init)
-            var owned: String? = nil
+            var given = mapped(step.options)
             if let owner {
-                func moved(_ key: String, _ base: UInt32) -> String {
-                    let value = given.last { $0.hasPrefix(key + "=") }.flatMap { UInt32($0.dropFirst(key.count + 1)) } ?? 0
-                    given.removeAll { $0.hasPrefix(key + "=") }
-                    return "\(key)=\(UInt64(base) + UInt64(value))"
-                }
-                owned = moved("uid", owner.uid) + "," + moved("gid", owner.gid)
+                if !given.contains(where: { $0.hasPrefix("uid=") }) { given.append("uid=\(owner.uid)") }
+                if !given.contains(where: { $0.hasPrefix("gid=") }) { given.append("gid=\(owner.gid)") }
             }
-            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: [given.joined(separator: ","), owned].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ","),
+            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: given.joined(separator: ","),
                       step: step, what: "mount tmpfs on \(step.target)")
 
         case .overlay(let lower, let upper, let work):
