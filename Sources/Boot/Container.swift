@@ -81,7 +81,7 @@ public enum Container {
         // without a command: root's login shell, read from the tree once it is mounted, is sent
         // to the child after the go byte.
         var command = spec.boot ? [initPaths[0]] + spec.arguments : (spec.arguments.isEmpty ? LoginShell.fallback : spec.arguments)
-        let argv = spec.boot ? command : [ContainerInit.name] + command
+        let argv = spec.boot ? command : [ContainerInit.argv0(user: spec.user, workingDirectory: spec.workingDirectory)] + command
         // The whole plan: the image's mounts, then what the container gets around them. (A user
         // namespace cannot mount sysfs for the host's network namespace: imgboot does.)
         let plan = Self.plan(for: spec, cgroup: cgroup != nil)
@@ -167,7 +167,8 @@ public enum Container {
             notifySocket: spec.notifySocket, notifyReady: spec.boot && spec.notifyReady)
         let outcome = supervisor.run()
         clock.lap("run")
-        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command, plan: operations.steps)
+        return try outcome.exitStatus(boot: spec.boot, subject: image, argv: command, plan: operations.steps,
+                                      user: spec.user, workingDirectory: spec.workingDirectory)
     }
 
     // MARK: Pieces
@@ -261,10 +262,9 @@ public enum Container {
             ("container_uuid", randomUUID()),
             ("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
             ("TERM", console.terminalType),
-            ("HOME", "/root"),
-            ("USER", "root"),
-            ("LOGNAME", "root"),
         ]
+        // With --user, imgboot-init sets these from the user's passwd entry (where -E has not).
+        if spec.user == nil { env += [("HOME", "/root"), ("USER", "root"), ("LOGNAME", "root")] }
         if spec.boot { env.append(("NOTIFY_SOCKET", "/run/host/notify")) }
         for entry in spec.environment {
             let (name, value) = entry.split(separator: "=", maxSplits: 1).map(String.init).paired

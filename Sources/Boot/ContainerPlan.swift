@@ -69,6 +69,12 @@ public enum ContainerPlan {
             steps.append(MountPlan.Step(.bindHost(bind.source, idmap: bind.idmap ?? true), .tree(bind.target),
                                         options: bind.readOnly ? ["ro"] : []))
         }
+        // nspawn's --tmpfs: mode 0755 unless options are given (then the kernel's defaults and
+        // what they say); never device nodes. Under a user namespace the executor adds the
+        // range's owner, and moves a uid= or gid= given into the range.
+        for t in spec.temporaryFilesystems {
+            tree(.tmpfs, t.path, (t.options.map { $0.split(separator: ",").map(String.init) } ?? ["mode=0755"]) + ["nodev"])
+        }
 
         container(.filesystem(type: "proc", source: "proc"), "/proc", api)
         for file in ["kcore", "keys", "timer_list", "kallsyms"] { container(.cover(with: .tree("/dev/null")), "/proc/" + file) }

@@ -30,6 +30,8 @@ public struct ContainerSpec: Sendable {
     /// `--setenv` entries, `VAR=VALUE`.
     public var environment: [String]
     public var binds: [Bind]
+    /// `--tmpfs`, in the order given.
+    public var temporaryFilesystems: [TemporaryFilesystem] = []
     public var privateNetwork: Bool
     /// `--private-users`: the container's user namespace, if any.
     public var privateUsers: PrivateUsers
@@ -50,6 +52,22 @@ public struct ContainerSpec: Sendable {
     /// short enough that an init that ignores the signal does not keep a user or a CI job waiting
     /// for long.
     public static let defaultStopTimeout = 30.0
+
+    /// `run --user`: the user the command runs as (a name in the image's passwd, or a UID),
+    /// found by imgboot-init inside the container.
+    public var user: String?
+    /// `run --chdir`: where the command runs (an absolute path in the container).
+    public var workingDirectory: String?
+
+    /// A name `--user` takes: what useradd accepts in practice (letters, digits, `.`, `_`,
+    /// `-`, not starting with `-` or `.`), or a UID; at most 64 bytes. It reaches
+    /// imgboot-init in its argv[0], where a blank would end it.
+    public static func isValidUserName(_ name: String) -> Bool {
+        guard let first = name.utf8.first, name.utf8.count <= 64, first != UInt8(ascii: "-"), first != UInt8(ascii: ".") else { return false }
+        return name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2e || c == 0x5f || c == 0x2d
+        }
+    }
 
     /// `boot`: which of the image's inits may be booted.
     public var initSelection: InitSelection = .auto
@@ -90,6 +108,49 @@ public struct ContainerSpec: Sendable {
         self.killSignal = killSignal
         self.stopTimeout = stopTimeout
         self.quiet = quiet
+    }
+
+    /// A fresh tmpfs in the container: `--tmpfs=PATH[:OPTIONS]` (nspawn's).
+    public struct TemporaryFilesystem: Sendable, Equatable {
+        public var path: String
+        /// tmpfs's mount options, as given; nil: none given (mode 0755, nspawn's default).
+        public var options: String?
+
+        public init(path: String, options: String?) {
+            self.path = path
+            self.options = options
+        }
+
+        /// Parses nspawn's syntax: PATH, then optionally `:` and the mount options; `\:` is a
+        /// colon of the path, `\\` a backslash. PATH must be absolute, without `..`.
+        public static func parse(_ text: String) -> Result<TemporaryFilesystem, BindSyntaxError> {
+            var path = "", rest: Substring? = nil
+            var i = text.startIndex
+            while i < text.endIndex {
+                let c = text[i]
+                if c == "\\", text.index(after: i) < text.endIndex, ":\\".contains(text[text.index(after: i)]) {
+                    i = text.index(after: i)
+                    path.append(text[i])
+                } else if c == ":" {
+                    rest = text[text.index(after: i)...]
+                    break
+                } else {
+                    path.append(c)
+                }
+                i = text.index(after: i)
+            }
+            func failure(_ reason: String) -> Result<TemporaryFilesystem, BindSyntaxError> {
+                .failure(BindSyntaxError(option: "--tmpfs", text: text, reason: reason))
+            }
+            guard path.hasPrefix("/"), path != "/" else { return failure("the path must be absolute, and not /") }
+            guard !path.split(separator: "/").contains("..") else { return failure("the path may not contain \"..\"") }
+            if let rest {
+                guard !rest.isEmpty, !rest.split(separator: ",", omittingEmptySubsequences: false).contains(where: \.isEmpty) else {
+                    return failure("expected PATH[:OPTIONS], OPTIONS a comma-separated list")
+                }
+            }
+            return .success(TemporaryFilesystem(path: path, options: rest.map(String.init)))
+        }
     }
 
     /// A host path mounted into the container: `--bind=SRC[:DST[:ro]]`, `--bind-ro=SRC[:DST]`.
@@ -143,10 +204,13 @@ public struct ContainerSpec: Sendable {
         }
     }
 
+    /// A malformed `--bind`, `--bind-ro` or `--tmpfs`: a usage error (swift-argument-parser
+    /// prints it with the usage), not one of imgboot's own.
     public struct BindSyntaxError: Error, CustomStringConvertible {
+        public var option = "--bind"
         public let text: String
         public let reason: String
-        public var description: String { "invalid bind \"\(text)\": \(reason)" }
+        public var description: String { option == "--bind" ? "invalid bind \"\(text)\": \(reason)" : "\(option)=\(text): \(reason)" }
     }
 
     /// The longest machine name: the kernel's limit on a hostname (HOST_NAME_MAX), which a

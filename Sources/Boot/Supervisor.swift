@@ -303,13 +303,34 @@ final class Supervisor {
 }
 
 extension Supervisor.Outcome {
+    /// What imgboot-init reports of `--user` (init.c, become_user): which step, and why.
+    static func describeUserStep(index: Int32, errno e: Int32) -> String {
+        switch (index, e) {
+        case (0, ENOENT): "no such user in the container's /etc/passwd"
+        case (0, EINVAL): "its entry in the container's /etc/passwd has no valid UID or GID"
+        case (0, E2BIG): "the environment has too many variables"
+        case (0, _): failure("cannot read the container's /etc/passwd", errno: e)
+        case (1, ERANGE): "member of more groups than imgboot-init takes (255)"
+        case (1, _): failure("cannot set its groups", errno: e)
+        case (2, _): failure("cannot take its GID", errno: e)
+        default: failure("cannot take its UID", errno: e)
+        }
+    }
+
     /// The status imgboot leaves with, or the setup error to report (`subject`: the image or
     /// machine the message names).
-    func exitStatus(boot: Bool, subject: String, argv: [String], plan: [MountPlan.Step] = []) throws -> Int32 {
+    func exitStatus(boot: Bool, subject: String, argv: [String], plan: [MountPlan.Step] = [],
+                    user: String? = nil, workingDirectory: String? = nil) throws -> Int32 {
         if childError == nil, let signal = interruptedBy, killed, code == SIGKILL {
             throw Interrupted(signal: signal, subject: subject)
         }
         if let e = childError {
+            if e.step == Int32(IMGBOOT_STEP_USER.rawValue) {
+                throw BootError(image: subject, "--user \(user ?? "?"): " + Self.describeUserStep(index: e.index, errno: e.error))
+            }
+            if e.step == Int32(IMGBOOT_STEP_CHDIR.rawValue) {
+                throw BootError(image: subject, "--chdir \(workingDirectory ?? "?")", errno: e.error)
+            }
             if e.step == Int32(IMGBOOT_STEP_EXEC.rawValue) && !boot {
                 let what = e.error == ENOENT ? "command not found" : errnoString(e.error)
                 writeStderr("imgboot: \(printable(argv.first ?? "")): \(what)\n")
@@ -347,6 +368,8 @@ func describeStep(_ step: Int32) -> String {
     case IMGBOOT_STEP_SECCOMP.rawValue: "install the seccomp filter"
     case IMGBOOT_STEP_INIT.rawValue: "execute imgboot-init"
     case IMGBOOT_STEP_USER_NAMESPACE.rawValue: "become root of the user namespace"
+    case IMGBOOT_STEP_USER.rawValue: "become the --user"
+    case IMGBOOT_STEP_CHDIR.rawValue: "enter the --chdir directory"
     default: "step \(step)"
     }
 }

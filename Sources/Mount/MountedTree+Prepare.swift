@@ -156,7 +156,11 @@ extension MountedTree {
         guard let owner else { return options }
         return options.map { option in
             for key in ["uid=", "gid="] where option.hasPrefix(key) {
-                if let id = UInt32(option.dropFirst(key.count)) { return key + String(owner.uid + id) }
+                // (An ID past the top of the ID space stays as given: the kernel refuses it.)
+                if let id = UInt32(option.dropFirst(key.count)) {
+                    let (host, overflow) = owner.uid.addingReportingOverflow(id)
+                    return overflow ? option : key + String(host)
+                }
             }
             return option
         }

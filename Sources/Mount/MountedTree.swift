@@ -118,8 +118,14 @@ public final class MountedTree {
 
         case .tmpfs:
             let target = try mountTarget(step)
-            let owned = owner.map { "uid=\($0.uid),gid=\($0.gid)" }
-            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: [options, owned].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: ","),
+            // Under a user namespace the container's root owns it — or the container's UID and
+            // GID that the options name, moved into the range.
+            var given = mapped(step.options)
+            if let owner {
+                if !given.contains(where: { $0.hasPrefix("uid=") }) { given.append("uid=\(owner.uid)") }
+                if !given.contains(where: { $0.hasPrefix("gid=") }) { given.append("gid=\(owner.gid)") }
+            }
+            try mount(source: "tmpfs", on: target, fsType: "tmpfs", options: given.joined(separator: ","),
                       step: step, what: "mount tmpfs on \(step.target)")
 
         case .overlay(let lower, let upper, let work):

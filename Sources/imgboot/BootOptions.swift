@@ -26,6 +26,11 @@ struct BootOptions: ParsableArguments {
             completion: .file())
     var readOnlyBinds: [String] = []
 
+    @Option(name: .customLong("tmpfs"),
+            help: ArgumentHelp("Mount a fresh tmpfs on PATH in the container (repeatable; default mode 0755; \\: is a colon of PATH).",
+                               valueName: "PATH[:OPTIONS]"))
+    var temporaryFilesystems: [String] = []
+
     @Flag(help: "Give the container its own network with only lo (up).")
     var privateNetwork = false
 
@@ -49,6 +54,7 @@ struct BootOptions: ParsableArguments {
             }
         }
         _ = try parsedBinds()
+        _ = try parsedTemporaryFilesystems()
         if pickUsers, let privateUsers, privateUsers != .pick {
             throw ValidationError("-U with --private-users=\(privateUsers): -U means --private-users=pick")
         }
@@ -66,6 +72,15 @@ struct BootOptions: ParsableArguments {
         }
     }
 
+    func parsedTemporaryFilesystems() throws -> [ContainerSpec.TemporaryFilesystem] {
+        try temporaryFilesystems.map { text in
+            switch ContainerSpec.TemporaryFilesystem.parse(text) {
+            case .success(let t): return t
+            case .failure(let error): throw ValidationError("\(error)")
+            }
+        }
+    }
+
     /// These options as a command line, for the `boot`/`run` processes `smoke` starts.
     func passthroughArguments() -> [String] {
         var args: [String] = []
@@ -75,6 +90,7 @@ struct BootOptions: ParsableArguments {
         args += environment.map { "--setenv=\($0)" }
         args += binds.map { "--bind=\($0)" }
         args += readOnlyBinds.map { "--bind-ro=\($0)" }
+        args += temporaryFilesystems.map { "--tmpfs=\($0)" }
         if privateNetwork { args.append("--private-network") }
         args.append("--private-users=\(users)")
         return args
@@ -89,11 +105,13 @@ struct BootOptions: ParsableArguments {
         logger.debug("\(stageLine("dissect", since: start))")
         for warning in dissected.tableWarnings { logger.warning("\(image): \(warning)") }
         let plan = try MountPlan.make(for: dissected, options: layering.options(default: .overlay))
-        return ContainerSpec(
+        var spec = ContainerSpec(
             image: dissected, plan: plan, machine: machine ?? ContainerSpec.defaultMachineName(image: image),
             machineNameIsExplicit: machine != nil, hostname: hostname, arguments: arguments,
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
             privateUsers: users, console: console, quiet: options.quiet)
+        spec.temporaryFilesystems = try parsedTemporaryFilesystems()
+        return spec
     }
 }
 

@@ -38,12 +38,13 @@ enum CommandLineHabits {
     }
 
     static let shapes: [String: Shape] = {
-        let container: Set = ["--log-level", "--hostname", "--setenv", "-E", "--bind", "--bind-ro", "--private-users",
+        let container: Set = ["--log-level", "--hostname", "--setenv", "-E", "--bind", "--bind-ro", "--tmpfs", "--private-users",
                               "--machine", "-M"]
         let containerFlags: Set = ["--volatile", "--read-only", "--private-network", "--dry-run", "--pipe"]
         let longs = { (valued: Set<String>) in valued.filter { $0.hasPrefix("--") } }
         return [
-            "run": Shape(positionals: 1, valued: container, noted: longs(container).union(containerFlags).union(["--boot"])),
+            "run": Shape(positionals: 1, valued: container.union(["--user", "-u", "--chdir"]),
+                         noted: longs(container).union(containerFlags).union(["--boot", "--user", "--chdir"])),
             "boot": Shape(positionals: 1, valued: container.union(["--console", "--kill-signal", "--stop-timeout", "--notify-ready", "--init"]),
                           noted: longs(container).union(containerFlags).union(["--console", "--kill-signal", "--stop-timeout", "--notify-ready", "--init"])),
             "enter": Shape(positionals: 1, valued: ["--log-level", "--setenv", "-E"], noted: ["--log-level", "--setenv"]),

@@ -32,6 +32,7 @@ extension IMGBoot {
                   imgboot run -M build -E CC=gcc disk.raw make     a name, a variable
                   imgboot run --bind=$PWD:/src disk.raw make -C /src
                   imgboot run --volatile=no disk.raw apt-get install -y vim
+                  imgboot run -u nobody --chdir=/tmp disk.raw id
                   imgboot run -b disk.raw                 as imgboot boot disk.raw
                 """)
 
@@ -47,11 +48,32 @@ extension IMGBoot {
             "Pass stdin, stdout and stderr through untouched (nspawn's --pipe). run does so without it for every stream that is not a terminal; one that is still gets a pty of the container's own, never the host's terminal itself."))
         var pipe = false
 
+        @Option(name: [.customShort("u"), .customLong("user")], help: ArgumentHelp(
+            "Run the command as this user of the image's /etc/passwd (a name, or a UID): its groups from /etc/group, and HOME, USER, LOGNAME and SHELL from its entry unless -E sets them (nspawn's --user). A UID that is not in passwd runs with GID = UID and HOME=/.",
+            valueName: "name"))
+        var user: String?
+
+        @Option(help: ArgumentHelp("Run the command in this directory of the container, entered as --user (nspawn's --chdir; default /).",
+                                   valueName: "dir"))
+        var chdir: String?
+
         @Argument(help: "The raw disk image (or block device).", completion: IMGBoot.imageCompletion)
         var image: String
 
         @Argument(parsing: .remaining, help: ArgumentHelp("The command and its arguments.", valueName: "command"))
         var command: [String] = []
+
+        func validate() throws {
+            if let user, !ContainerSpec.isValidUserName(user) {
+                throw ValidationError("--user \(printable(user)): not a user name or UID (letters, digits, '.', '_' and '-', not starting with '-'; at most 64)")
+            }
+            if let chdir, !chdir.hasPrefix("/") || chdir.utf8.count > 4095 {
+                throw ValidationError("--chdir \(printable(chdir)): must be an absolute path in the container")
+            }
+            if boot && (user != nil || chdir != nil) {
+                throw ValidationError("--user and --chdir are for a command; -b boots the image's init, as root, in /")
+            }
+        }
 
         func run() throws {
             let notify = NotifySocket.fromEnvironment()
@@ -61,6 +83,8 @@ extension IMGBoot {
                 // a caller that builds a Run by hand.
                 let console: ContainerSpec.Console? = boot && pipe ? .pipe : nil
                 var spec = try options.spec(image: image, machine: machine, arguments: command, boot: boot, console: console, logger: logger)
+                spec.user = user
+                spec.workingDirectory = chdir
                 if machine.dryRun {
                     print(printableLines(Container.plan(for: spec).description))
                     return

@@ -32,6 +32,11 @@ enum imgboot_step {
     IMGBOOT_STEP_INIT,
     /// Taking UID and GID 0 in the user namespace.
     IMGBOOT_STEP_USER_NAMESPACE,
+    /// `run --user`: imgboot-init finding the user (`index` 0), setting its groups (1), its
+    /// GID (2) or its UID (3).
+    IMGBOOT_STEP_USER,
+    /// `run --chdir`: imgboot-init entering the directory.
+    IMGBOOT_STEP_CHDIR,
 };
 
 /// What a failed step reports on the error pipe.
