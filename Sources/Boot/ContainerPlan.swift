@@ -56,12 +56,30 @@ public enum ContainerPlan {
         tree(.notifySocket, "/run/host/notify")
 
         // The host's DNS configuration (a private copy: the container cannot write the host's)
-        // and timezone; never by writing the image.
+        // and timezone. By default never by writing the image: a copy where the tree is
+        // volatile, a read-only bind of one over the image's file otherwise.
         let volatileEtc = spec.plan.mode == .yes || spec.plan.mode == .overlay
-        if !spec.privateNetwork {
-            tree(.file(.hostCopy("/etc/resolv.conf", boundFrom: volatileEtc ? nil : .tree("/run/host/resolv.conf")), mode: 0o644), "/etc/resolv.conf")
+        let resolv = "/etc/resolv.conf", localtime = "/etc/localtime"
+        switch spec.resolvConf {
+        case .auto where spec.privateNetwork, .off: break
+        case .auto: tree(.file(.hostCopy(resolv, boundFrom: volatileEtc ? nil : .tree("/run/host/resolv.conf")), mode: 0o644), resolv)
+        case .delete: tree(.removeFile, resolv)
+        case let mode:
+            let source = mode.source ?? resolv
+            switch mode.rawValue.split(separator: "-").first {
+            case "copy": tree(.file(.hostCopyUnlessLink(source), mode: 0o644), resolv)
+            case "replace": tree(.file(.hostCopy(source, boundFrom: nil), mode: 0o644), resolv)
+            default: tree(.file(.hostCopy(source, boundFrom: .tree("/run/host/resolv.conf")), mode: 0o644), resolv)
+            }
         }
-        tree(.file(.hostCopy("/etc/localtime", boundFrom: volatileEtc ? nil : .tree("/run/host/localtime")), mode: 0o644), "/etc/localtime")
+        switch spec.timezone {
+        case .off: break
+        case .auto: tree(.file(.hostCopy(localtime, boundFrom: volatileEtc ? nil : .tree("/run/host/localtime")), mode: 0o644), localtime)
+        case .copy: tree(.file(.hostCopyUnlessLink(localtime), mode: 0o644), localtime)
+        case .bind: tree(.file(.hostCopy(localtime, boundFrom: .tree("/run/host/localtime")), mode: 0o644), localtime)
+        case .symlink: tree(.file(.hostTimezoneLink, mode: 0o777), localtime)
+        case .delete: tree(.removeFile, localtime)
+        }
 
         for bind in spec.binds {
             // Under a user namespace, idmapped unless `:noidmap` (the executor knows whether

@@ -32,6 +32,42 @@ public struct ContainerSpec: Sendable {
     public var binds: [Bind]
     /// `--tmpfs`, in the order given.
     public var temporaryFilesystems: [TemporaryFilesystem] = []
+    /// `--resolv-conf`: what the container's /etc/resolv.conf becomes.
+    public var resolvConf: ResolvConf = .auto
+    /// `--timezone`: what the container's /etc/localtime becomes.
+    public var timezone: Timezone = .auto
+
+    /// systemd-nspawn's `--resolv-conf=` modes: a copy of a host file written into the tree
+    /// (`copy-`: unless the tree has a link there; `replace-`: whatever it has), bound read-only
+    /// over the tree's file (`bind-`: imgboot binds a copy taken at start, never the host's
+    /// file itself), `delete`d, left alone (`off`), or `auto`: with `--private-network` off;
+    /// else replace-host where the tree is volatile (overlay, yes), bind-host otherwise.
+    public enum ResolvConf: String, Sendable, CaseIterable {
+        case auto, off, delete
+        case copyHost = "copy-host", copyStatic = "copy-static", copyUplink = "copy-uplink", copyStub = "copy-stub"
+        case replaceHost = "replace-host", replaceStatic = "replace-static", replaceUplink = "replace-uplink", replaceStub = "replace-stub"
+        case bindHost = "bind-host", bindStatic = "bind-static", bindUplink = "bind-uplink", bindStub = "bind-stub"
+
+        /// The host's file the mode takes (nil for auto, off, delete): the host's own, systemd's
+        /// static one (127.0.0.53 only), or systemd-resolved's uplink or stub file.
+        public var source: String? {
+            switch rawValue.split(separator: "-").last {
+            case "host": "/etc/resolv.conf"
+            case "static": "/usr/lib/systemd/resolv.conf"
+            case "uplink": "/run/systemd/resolve/resolv.conf"
+            case "stub": "/run/systemd/resolve/stub-resolv.conf"
+            default: nil
+            }
+        }
+    }
+
+    /// systemd-nspawn's `--timezone=` modes for /etc/localtime: `copy` (the host's, unless the
+    /// tree has a link there), `bind` (a read-only copy over the tree's file), `symlink` (to the
+    /// host's zone in the tree's own zoneinfo, when it has it), `delete`, `off`, or `auto`: a
+    /// copy where the tree is volatile, bind otherwise.
+    public enum Timezone: String, Sendable, CaseIterable {
+        case auto, off, copy, bind, symlink, delete
+    }
     public var privateNetwork: Bool
     /// `--private-users`: the container's user namespace, if any.
     public var privateUsers: PrivateUsers

@@ -53,6 +53,15 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         /// image's own regular file; an image whose file is a symlink (the OS manages it) or
         /// missing keeps what it has.
         case hostCopy(String, boundFrom: Place?)
+        /// A copy of the host's file `path` written as the file here — unless the tree has
+        /// something else than a regular file here (a symlink the OS manages is left alone), or
+        /// is read-only (nspawn's `copy-` modes).
+        case hostCopyUnlessLink(String)
+        /// A symlink to the host's timezone in the tree's zoneinfo
+        /// (`../usr/share/zoneinfo/ZONE`, ZONE from the host's /etc/localtime link), replacing
+        /// what is here; nothing when the host's zone is not a zoneinfo link, the tree has no
+        /// such zone file, or it is read-only (nspawn's `--timezone=symlink`).
+        case hostTimezoneLink
     }
 
     public enum Action: Sendable, Equatable {
@@ -80,6 +89,8 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         case characterDevice(major: UInt32, minor: UInt32)
         /// A symlink to `target`.
         case symlink(target: String)
+        /// Remove the file here, if there is one and the tree is writable (never a directory).
+        case removeFile
         /// A regular file (mode 0644 unless `mode`), created with `contents`.
         case file(FileContents, mode: UInt32)
         /// The notify socket (an AF_UNIX datagram socket bound here); its descriptor goes to the
@@ -159,6 +170,8 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
                 return "mknod \(target) (character device \(major):\(minor), mode 666)"
             case .symlink(let link):
                 return "symlink \(target) -> \(link)"
+            case .removeFile:
+                return "remove \(target), if it is there and the tree is writable"
             case .file(let contents, let mode):
                 switch contents {
                 case .empty: return "create \(target) (empty, mode \(String(mode, radix: 8)))"
@@ -169,6 +182,10 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
                 case .hostCopy(let path, nil): return "write a copy of the host's \(path) at \(target)"
                 case .hostCopy(let path, let from?):
                     return "bind a copy of the host's \(path) (at \(from)) read-only over \(target), if the image has a regular file there"
+                case .hostCopyUnlessLink(let path):
+                    return "write a copy of the host's \(path) at \(target), unless the tree has a link there or is read-only"
+                case .hostTimezoneLink:
+                    return "symlink \(target) -> the host's zone in the tree's /usr/share/zoneinfo, if it has it"
                 }
             case .notifySocket:
                 return "bind the notify socket on \(target)"

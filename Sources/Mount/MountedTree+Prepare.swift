@@ -48,6 +48,12 @@ extension MountedTree {
         case .file(let contents, let mode):
             try file(path, contents, mode: mode_t(mode), top: top)
 
+        case .removeFile:
+            guard let located = writableParent(of: path, top: top) else { return }
+            var st = stat()
+            guard fstatat(located.directory.fd, located.name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT != S_IFDIR else { return }
+            guard unlinkat(located.directory.fd, located.name, 0) == 0 else { throw MountError(image: image, .failed(operation: "remove \(path)", errno: errno)) }
+
         case .notifySocket:
             let located = try parent(of: path, top: top)
             let dir = located.directory.fd, name = located.name
@@ -185,7 +191,50 @@ extension MountedTree {
             try writeFile(in: dir, name, Array((randomUUID() + "\n").utf8), mode: mode, path: path)
         case .hostCopy(let hostPath, let boundFrom):
             try hostCopy(hostPath, at: path, boundFrom: boundFrom, mode: mode, top: top)
+        case .hostCopyUnlessLink(let hostPath):
+            guard let content = readFile(hostPath), let located = writableParent(of: path, top: top) else { return }
+            var st = stat()
+            if fstatat(located.directory.fd, located.name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT != S_IFREG {
+                logger.debug("\(path): not a regular file in the tree; left as it is")
+                return
+            }
+            try writeFile(in: located.directory.fd, located.name, content, mode: mode, path: path)
+        case .hostTimezoneLink:
+            try hostTimezoneLink(at: path, top: top)
         }
+    }
+
+    /// The directory that holds `path` and the name in it, when the tree has that directory and
+    /// it is writable; nil otherwise (what was to change there is left as it is).
+    private func writableParent(of path: String, top: Int32) -> Located? {
+        let slash = path.lastIndex(of: "/") ?? path.startIndex
+        let dirPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
+        guard let directory = try? TreePath(root: top, path: dirPath), !directory.isOnReadOnlyMount else { return nil }
+        return Located(directory: directory, name: String(path[path.index(after: slash)...]))
+    }
+
+    /// See `MountPlan.FileContents.hostTimezoneLink`.
+    private func hostTimezoneLink(at path: String, top: Int32) throws(MountError) {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/etc/localtime", &buffer, buffer.count - 1)
+        guard n > 0 else { return }
+        let link = String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let range = link.firstRange(of: "zoneinfo/") else { return }
+        let zone = String(link[range.upperBound...])
+        guard !zone.isEmpty, !zone.split(separator: "/").contains(".."),
+              (try? TreePath(root: top, path: "usr/share/zoneinfo/" + zone, kind: S_IFREG)) != nil,
+              let located = writableParent(of: path, top: top) else {
+            logger.debug("\(path): the host's zone \(zone) is not in the tree's zoneinfo, or the tree is read-only; left as it is")
+            return
+        }
+        var st = stat()
+        if fstatat(located.directory.fd, located.name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+            guard st.st_mode & S_IFMT != S_IFDIR else { return }
+            _ = unlinkat(located.directory.fd, located.name, 0)
+        }
+        let target = "../usr/share/zoneinfo/" + zone
+        let made = creatingAs(ownerIDs) { symlinkat(target, located.directory.fd, located.name) }
+        guard made == 0 else { throw MountError(image: image, .failed(operation: "create \(path)", errno: errno)) }
     }
 
     /// See `MountPlan.FileContents.hostCopy`.

@@ -173,7 +173,7 @@ public final class MountedTree {
             let top = try open(step.target, create: false, partition: step.partition)
             try BaseFilesystem.create(in: top.fd, image: image, owner: owner.map { ($0.uid, $0.gid) })
 
-        case .filesystem, .characterDevice, .symlink, .file, .notifySocket, .cover, .makeReadOnly, .mountPoint, .bindHost:
+        case .filesystem, .characterDevice, .symlink, .removeFile, .file, .notifySocket, .cover, .makeReadOnly, .mountPoint, .bindHost:
             try prepare(step)
 
         case .detach:

@@ -31,6 +31,14 @@ struct BootOptions: ParsableArguments {
                                valueName: "PATH[:OPTIONS]"))
     var temporaryFilesystems: [String] = []
 
+    @Option(help: ArgumentHelp(
+        "What the container's /etc/resolv.conf becomes (nspawn's modes): also copy-, replace- and bind-static, -uplink and -stub.",
+        valueName: "mode"))
+    var resolvConf: ContainerSpec.ResolvConf = .auto
+
+    @Option(help: ArgumentHelp("What the container's /etc/localtime becomes (nspawn's modes).", valueName: "mode"))
+    var timezone: ContainerSpec.Timezone = .auto
+
     @Flag(help: "Give the container its own network with only lo (up).")
     var privateNetwork = false
 
@@ -91,6 +99,8 @@ struct BootOptions: ParsableArguments {
         args += binds.map { "--bind=\($0)" }
         args += readOnlyBinds.map { "--bind-ro=\($0)" }
         args += temporaryFilesystems.map { "--tmpfs=\($0)" }
+        if resolvConf != .auto { args.append("--resolv-conf=\(resolvConf.rawValue)") }
+        if timezone != .auto { args.append("--timezone=\(timezone.rawValue)") }
         if privateNetwork { args.append("--private-network") }
         args.append("--private-users=\(users)")
         return args
@@ -111,6 +121,8 @@ struct BootOptions: ParsableArguments {
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
             privateUsers: users, console: console, quiet: options.quiet)
         spec.temporaryFilesystems = try parsedTemporaryFilesystems()
+        spec.resolvConf = resolvConf
+        spec.timezone = timezone
         return spec
     }
 }
@@ -195,5 +207,35 @@ enum YesNo: String, ExpressibleByArgument, Sendable {
     static var allValueStrings: [String] { ["yes", "no"] }
     static var allValueDescriptions: [String: String] {
         ["yes": "when the init reports READY=1", "no": "as soon as the init runs (default)"]
+    }
+}
+
+extension ContainerSpec.ResolvConf: ExpressibleByArgument {
+    /// The modes listed in the help: the host's and delete, off, auto; the others named in the
+    /// option's own line.
+    public static var allValueDescriptions: [String: String] {
+        [
+            "auto": "off with --private-network; else replace-host where the tree is volatile, bind-host otherwise",
+            "off": "the image's own, untouched",
+            "copy-host": "a copy of the host's, unless the image has a link there",
+            "replace-host": "a copy of the host's, whatever the image has there",
+            "bind-host": "a read-only copy of the host's bound over the image's file",
+            "delete": "removed (from the overlay, or the image with --volatile=no)",
+        ]
+    }
+
+    public static var allValueStrings: [String] { ["auto", "off", "copy-host", "replace-host", "bind-host", "delete"] }
+}
+
+extension ContainerSpec.Timezone: ExpressibleByArgument {
+    public static var allValueDescriptions: [String: String] {
+        [
+            "auto": "copy where the tree is volatile, bind otherwise",
+            "off": "the image's own, untouched",
+            "copy": "a copy of the host's /etc/localtime, unless the image has a link there",
+            "bind": "a read-only copy of the host's bound over the image's file",
+            "symlink": "a link to the host's zone in the image's /usr/share/zoneinfo, if it has it",
+            "delete": "removed",
+        ]
     }
 }
