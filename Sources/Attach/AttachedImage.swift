@@ -155,7 +155,7 @@ public final class AttachedImage {
         close()
         defer { unlock() }
         let detached = waitUntilDetached(timeout: timeout)
-        if !detached { logger?.warning("\(image): loop devices still attached after \(formatSeconds(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)) s") }
+        if !detached { logger?.warning("\(image): loop devices still attached after \(formatSeconds(seconds(timeout))) s") }
         beforeUnlock()
         return detached
     }

@@ -2,12 +2,18 @@
 import Glibc
 #endif
 
-/// Seconds on the monotonic clock: for timing the stages and for deadlines, which the wall
-/// clock must not move.
+/// Seconds on Swift's `ContinuousClock` since this process first asked: for timing the stages
+/// and for deadlines, which the wall clock must not move. Only differences mean anything.
 public func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    seconds(ContinuousClock.now - clockOrigin)
+}
+
+private let clockOrigin = ContinuousClock.now
+
+/// A `Duration` in seconds.
+public func seconds(_ duration: Duration) -> Double {
+    let (whole, fraction) = duration.components
+    return Double(whole) + Double(fraction) / 1e18
 }
 
 /// Whole seconds since the epoch on the wall clock: when a machine started, as records keep it.
