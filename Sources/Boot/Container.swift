@@ -266,6 +266,7 @@ public enum Container {
         // With --user, imgboot-init sets these from the user's passwd entry (where -E has not).
         if spec.user == nil { env += [("HOME", "/root"), ("USER", "root"), ("LOGNAME", "root")] }
         if spec.boot { env.append(("NOTIFY_SOCKET", "/run/host/notify")) }
+        if !spec.credentials.isEmpty { env.append(("CREDENTIALS_DIRECTORY", ContainerSpec.Credential.directory)) }
         for entry in spec.environment {
             let (name, value) = entry.split(separator: "=", maxSplits: 1).map(String.init).paired
             env.removeAll { $0.0 == name }

@@ -81,6 +81,16 @@ public enum ContainerPlan {
         case .delete: tree(.removeFile, localtime)
         }
 
+        // systemd credentials (nspawn's --set-credential, --load-credential): files of root's
+        // alone on a tmpfs of their own, made read-only by the container before its PID 1 runs.
+        var credentialIDs = Set<String>()
+        let credentials = spec.credentials.reversed().filter { credentialIDs.insert($0.id).inserted }.reversed()
+        if !credentials.isEmpty {
+            let dir = ContainerSpec.Credential.directory
+            tree(.tmpfs, dir, ["mode=0700", "size=1m", "nr_inodes=1k", "nosuid", "nodev", "noexec"])
+            for credential in credentials { tree(.file(.secret(credential.value), mode: 0o400), dir + "/" + credential.id) }
+        }
+
         for bind in spec.binds {
             // Under a user namespace, idmapped unless `:noidmap` (the executor knows whether
             // there is one).
@@ -100,6 +110,7 @@ public enum ContainerPlan {
         container(.cover(with: .tree("/run/host/boot_id")), "/proc/sys/kernel/random/boot_id")
         container(.makeReadOnly, "/proc/sys")
         container(.makeReadOnly, "/proc/sysrq-trigger")
+        if !credentials.isEmpty { container(.makeReadOnly, ContainerSpec.Credential.directory) }
         if !sysInTree { container(.filesystem(type: "sysfs", source: "sysfs"), "/sys", ["ro"] + api) }
         if cgroup { container(.filesystem(type: "cgroup2", source: "cgroup2"), "/sys/fs/cgroup", api) }
         container(.filesystem(type: "mqueue", source: "mqueue"), "/dev/mqueue", api)

@@ -32,6 +32,49 @@ public struct ContainerSpec: Sendable {
     public var binds: [Bind]
     /// `--tmpfs`, in the order given.
     public var temporaryFilesystems: [TemporaryFilesystem] = []
+    /// `--set-credential` and `--load-credential`, in the order given (a later one of the same
+    /// ID wins).
+    public var credentials: [Credential] = []
+
+    /// A systemd credential for the container (nspawn's): a file named `id` in
+    /// `/run/host/credentials`, which `$CREDENTIALS_DIRECTORY` names.
+    public struct Credential: Sendable, Equatable {
+        public var id: String
+        public var value: [UInt8]
+
+        public init(id: String, value: [UInt8]) {
+            self.id = id
+            self.value = value
+        }
+
+        /// Where the container finds its credentials.
+        public static let directory = "/run/host/credentials"
+        /// The largest credential (systemd's CREDENTIAL_SIZE_MAX).
+        public static let maxSize = 1 << 20
+
+        /// Splits `ID:VALUE` (`--set-credential`) or `ID:PATH` (`--load-credential`, `load`).
+        /// An ID is a file name (no `/`, not `.` or `..`, no control character, at most 255
+        /// bytes); VALUE is taken as it is; PATH must be absolute.
+        public static func parse(_ text: String, load: Bool) -> Result<(id: String, value: String), BindSyntaxError> {
+            let option = load ? "--load-credential" : "--set-credential"
+            guard let colon = text.firstIndex(of: ":") else {
+                return .failure(BindSyntaxError(option: option, text: text, reason: load ? "expected ID:PATH" : "expected ID:VALUE"))
+            }
+            let id = String(text[..<colon]), rest = String(text[text.index(after: colon)...])
+            guard !id.isEmpty, id != ".", id != "..", !id.contains("/"), id.utf8.count <= 255,
+                  !id.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+                return .failure(BindSyntaxError(option: option, text: text, reason: "the ID must be a file name"))
+            }
+            if load && !rest.hasPrefix("/") {
+                return .failure(BindSyntaxError(option: option, text: text, reason: "the path must be absolute"))
+            }
+            if !load && rest.utf8.count > maxSize {
+                return .failure(BindSyntaxError(option: option, text: String(text.prefix(64)) + "…", reason: "larger than 1 MiB"))
+            }
+            return .success((id, rest))
+        }
+    }
+
     /// `--resolv-conf`: what the container's /etc/resolv.conf becomes.
     public var resolvConf: ResolvConf = .auto
     /// `--timezone`: what the container's /etc/localtime becomes.

@@ -57,6 +57,8 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         /// something else than a regular file here (a symlink the OS manages is left alone), or
         /// is read-only (nspawn's `copy-` modes).
         case hostCopyUnlessLink(String)
+        /// These bytes, which `--dry-run` does not show (a credential).
+        case secret([UInt8])
         /// A symlink to the host's timezone in the tree's zoneinfo
         /// (`../usr/share/zoneinfo/ZONE`, ZONE from the host's /etc/localtime link), replacing
         /// what is here; nothing when the host's zone is not a zoneinfo link, the tree has no
@@ -182,6 +184,8 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
                 case .hostCopy(let path, nil): return "write a copy of the host's \(path) at \(target)"
                 case .hostCopy(let path, let from?):
                     return "bind a copy of the host's \(path) (at \(from)) read-only over \(target), if the image has a regular file there"
+                case .secret(let bytes):
+                    return "create \(target) (\(bytes.count) bytes, not shown, mode \(String(mode, radix: 8)))"
                 case .hostCopyUnlessLink(let path):
                     return "write a copy of the host's \(path) at \(target), unless the tree has a link there or is read-only"
                 case .hostTimezoneLink:

@@ -191,6 +191,9 @@ extension MountedTree {
             try writeFile(in: dir, name, Array((randomUUID() + "\n").utf8), mode: mode, path: path)
         case .hostCopy(let hostPath, let boundFrom):
             try hostCopy(hostPath, at: path, boundFrom: boundFrom, mode: mode, top: top)
+        case .secret(let bytes):
+            let located = try parent(of: path, top: top)
+            try writeFile(in: located.directory.fd, located.name, bytes, mode: mode, path: path)
         case .hostCopyUnlessLink(let hostPath):
             guard let content = readFile(hostPath), let located = writableParent(of: path, top: top) else { return }
             var st = stat()

@@ -3,6 +3,9 @@ import Boot
 import Dissect
 import Mount
 import Support
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The options `run`, `boot` and `smoke` share, named as systemd-nspawn names them. (What
 /// only `run` and `boot` take is in `MachineOptions`: smoke names its machines itself.)
@@ -30,6 +33,15 @@ struct BootOptions: ParsableArguments {
             help: ArgumentHelp("Mount a fresh tmpfs on PATH in the container (repeatable; default mode 0755; \\: is a colon of PATH).",
                                valueName: "PATH[:OPTIONS]"))
     var temporaryFilesystems: [String] = []
+
+    @Option(name: .customLong("set-credential"),
+            help: ArgumentHelp("Give the container a systemd credential ID with this value (repeatable; nspawn's).", valueName: "ID:VALUE"))
+    var setCredentials: [String] = []
+
+    @Option(name: .customLong("load-credential"),
+            help: ArgumentHelp("Give the container a systemd credential ID read from the host's file PATH (repeatable).", valueName: "ID:PATH"),
+            completion: .file())
+    var loadCredentials: [String] = []
 
     @Option(help: ArgumentHelp(
         "What the container's /etc/resolv.conf becomes (nspawn's modes): also copy-, replace- and bind-static, -uplink and -stub.",
@@ -63,6 +75,7 @@ struct BootOptions: ParsableArguments {
         }
         _ = try parsedBinds()
         _ = try parsedTemporaryFilesystems()
+        _ = try parsedCredentials()
         if pickUsers, let privateUsers, privateUsers != .pick {
             throw ValidationError("-U with --private-users=\(privateUsers): -U means --private-users=pick")
         }
@@ -77,6 +90,35 @@ struct BootOptions: ParsableArguments {
             case .success(let bind): return bind
             case .failure(let error): throw ValidationError("--bind: \(error)")
             }
+        }
+    }
+
+    /// The credentials, `--load-credential`'s files read only when `read` (at the start of a
+    /// run, not while validating the command line).
+    func parsedCredentials(read: Bool = false) throws -> [ContainerSpec.Credential] {
+        try (setCredentials.map { ($0, false) } + loadCredentials.map { ($0, true) }).map { text, load in
+            switch ContainerSpec.Credential.parse(text, load: load) {
+            case .success(let (id, value)):
+                guard load else { return ContainerSpec.Credential(id: id, value: Array(value.utf8)) }
+                return ContainerSpec.Credential(id: id, value: read ? try Self.readCredential(value, option: text) : [])
+            case .failure(let error): throw ValidationError("\(error)")
+            }
+        }
+    }
+
+    /// A `--load-credential` file of the host's: a regular file of at most 1 MiB.
+    static func readCredential(_ path: String, option: String) throws -> [UInt8] {
+        let subject = "--load-credential=\(option)"
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
+        guard fd >= 0 else { throw CommandError(subject, "cannot open it", errno: errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { throw CommandError(subject, "not a regular file") }
+        guard st.st_size <= ContainerSpec.Credential.maxSize else { throw CommandError(subject, "larger than 1 MiB") }
+        do {
+            return try readAll(fd, limit: ContainerSpec.Credential.maxSize)
+        } catch {
+            throw CommandError(subject, "cannot read it", errno: error.code)
         }
     }
 
@@ -99,6 +141,8 @@ struct BootOptions: ParsableArguments {
         args += binds.map { "--bind=\($0)" }
         args += readOnlyBinds.map { "--bind-ro=\($0)" }
         args += temporaryFilesystems.map { "--tmpfs=\($0)" }
+        args += setCredentials.map { "--set-credential=\($0)" }
+        args += loadCredentials.map { "--load-credential=\($0)" }
         if resolvConf != .auto { args.append("--resolv-conf=\(resolvConf.rawValue)") }
         if timezone != .auto { args.append("--timezone=\(timezone.rawValue)") }
         if privateNetwork { args.append("--private-network") }
@@ -121,6 +165,7 @@ struct BootOptions: ParsableArguments {
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
             privateUsers: users, console: console, quiet: options.quiet)
         spec.temporaryFilesystems = try parsedTemporaryFilesystems()
+        spec.credentials = try parsedCredentials(read: true)
         spec.resolvConf = resolvConf
         spec.timezone = timezone
         return spec

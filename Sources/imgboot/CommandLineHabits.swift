@@ -38,7 +38,7 @@ enum CommandLineHabits {
     }
 
     static let shapes: [String: Shape] = {
-        let container: Set = ["--log-level", "--hostname", "--setenv", "-E", "--bind", "--bind-ro", "--tmpfs", "--resolv-conf", "--timezone", "--private-users",
+        let container: Set = ["--log-level", "--hostname", "--setenv", "-E", "--bind", "--bind-ro", "--tmpfs", "--resolv-conf", "--timezone", "--set-credential", "--load-credential", "--private-users",
                               "--machine", "-M"]
         let containerFlags: Set = ["--volatile", "--read-only", "--private-network", "--dry-run", "--pipe"]
         let longs = { (valued: Set<String>) in valued.filter { $0.hasPrefix("--") } }
