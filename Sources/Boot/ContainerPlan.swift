@@ -66,10 +66,10 @@ public enum ContainerPlan {
         case .delete: tree(.removeFile, resolv)
         case let mode:
             let source = mode.source ?? resolv
-            switch mode.rawValue.split(separator: "-").first {
-            case "copy": tree(.file(.hostCopyUnlessLink(source), mode: 0o644), resolv)
-            case "replace": tree(.file(.hostCopy(source, boundFrom: nil), mode: 0o644), resolv)
-            default: tree(.file(.hostCopy(source, boundFrom: .tree("/run/host/resolv.conf")), mode: 0o644), resolv)
+            switch mode.handling {
+            case .copy: tree(.file(.hostCopyUnlessLink(source), mode: 0o644), resolv)
+            case .replace: tree(.file(.hostCopy(source, boundFrom: nil), mode: 0o644), resolv)
+            case .bind, nil: tree(.file(.hostCopy(source, boundFrom: .tree("/run/host/resolv.conf")), mode: 0o644), resolv)
             }
         }
         switch spec.timezone {

@@ -55,21 +55,21 @@ public struct ContainerSpec: Sendable {
         /// Splits `ID:VALUE` (`--set-credential`) or `ID:PATH` (`--load-credential`, `load`).
         /// An ID is a file name (no `/`, not `.` or `..`, no control character, at most 255
         /// bytes); VALUE is taken as it is; PATH must be absolute.
-        public static func parse(_ text: String, load: Bool) -> Result<(id: String, value: String), BindSyntaxError> {
+        public static func parse(_ text: String, load: Bool) -> Result<(id: String, value: String), OptionSyntaxError> {
             let option = load ? "--load-credential" : "--set-credential"
             guard let colon = text.firstIndex(of: ":") else {
-                return .failure(BindSyntaxError(option: option, text: text, reason: load ? "expected ID:PATH" : "expected ID:VALUE"))
+                return .failure(OptionSyntaxError(option: option, text: text, reason: load ? "expected ID:PATH" : "expected ID:VALUE"))
             }
             let id = String(text[..<colon]), rest = String(text[text.index(after: colon)...])
             guard !id.isEmpty, id != ".", id != "..", !id.contains("/"), id.utf8.count <= 255,
                   !id.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
-                return .failure(BindSyntaxError(option: option, text: text, reason: "the ID must be a file name"))
+                return .failure(OptionSyntaxError(option: option, text: text, reason: "the ID must be a file name"))
             }
             if load && !rest.hasPrefix("/") {
-                return .failure(BindSyntaxError(option: option, text: text, reason: "the path must be absolute"))
+                return .failure(OptionSyntaxError(option: option, text: text, reason: "the path must be absolute"))
             }
             if !load && rest.utf8.count > maxSize {
-                return .failure(BindSyntaxError(option: option, text: String(text.prefix(64)) + "…", reason: "larger than 1 MiB"))
+                return .failure(OptionSyntaxError(option: option, text: String(text.prefix(64)) + "…", reason: "larger than 1 MiB"))
             }
             return .success((id, rest))
         }
@@ -91,15 +91,27 @@ public struct ContainerSpec: Sendable {
         case replaceHost = "replace-host", replaceStatic = "replace-static", replaceUplink = "replace-uplink", replaceStub = "replace-stub"
         case bindHost = "bind-host", bindStatic = "bind-static", bindUplink = "bind-uplink", bindStub = "bind-stub"
 
+        /// How a mode puts the host's file in place (nil for auto, off and delete).
+        public enum Handling: Sendable { case copy, replace, bind }
+
+        public var handling: Handling? {
+            switch self {
+            case .copyHost, .copyStatic, .copyUplink, .copyStub: .copy
+            case .replaceHost, .replaceStatic, .replaceUplink, .replaceStub: .replace
+            case .bindHost, .bindStatic, .bindUplink, .bindStub: .bind
+            case .auto, .off, .delete: nil
+            }
+        }
+
         /// The host's file the mode takes (nil for auto, off, delete): the host's own, systemd's
         /// static one (127.0.0.53 only), or systemd-resolved's uplink or stub file.
         public var source: String? {
-            switch rawValue.split(separator: "-").last {
-            case "host": "/etc/resolv.conf"
-            case "static": "/usr/lib/systemd/resolv.conf"
-            case "uplink": "/run/systemd/resolve/resolv.conf"
-            case "stub": "/run/systemd/resolve/stub-resolv.conf"
-            default: nil
+            switch self {
+            case .copyHost, .replaceHost, .bindHost: "/etc/resolv.conf"
+            case .copyStatic, .replaceStatic, .bindStatic: "/usr/lib/systemd/resolv.conf"
+            case .copyUplink, .replaceUplink, .bindUplink: "/run/systemd/resolve/resolv.conf"
+            case .copyStub, .replaceStub, .bindStub: "/run/systemd/resolve/stub-resolv.conf"
+            case .auto, .off, .delete: nil
             }
         }
     }
@@ -202,7 +214,7 @@ public struct ContainerSpec: Sendable {
 
         /// Parses nspawn's syntax: PATH, then optionally `:` and the mount options; `\:` is a
         /// colon of the path, `\\` a backslash. PATH must be absolute, without `..`.
-        public static func parse(_ text: String) -> Result<TemporaryFilesystem, BindSyntaxError> {
+        public static func parse(_ text: String) -> Result<TemporaryFilesystem, OptionSyntaxError> {
             var path = "", rest: Substring? = nil
             var i = text.startIndex
             while i < text.endIndex {
@@ -218,8 +230,8 @@ public struct ContainerSpec: Sendable {
                 }
                 i = text.index(after: i)
             }
-            func failure(_ reason: String) -> Result<TemporaryFilesystem, BindSyntaxError> {
-                .failure(BindSyntaxError(option: "--tmpfs", text: text, reason: reason))
+            func failure(_ reason: String) -> Result<TemporaryFilesystem, OptionSyntaxError> {
+                .failure(OptionSyntaxError(option: "--tmpfs", text: text, reason: reason))
             }
             guard path.hasPrefix("/"), path != "/" else { return failure("the path must be absolute, and not /") }
             guard !path.split(separator: "/").contains("..") else { return failure("the path may not contain \"..\"") }
@@ -254,10 +266,13 @@ public struct ContainerSpec: Sendable {
         /// Parses nspawn's syntax: `SRC[:DST[:OPTIONS]]`, OPTIONS a comma-separated list of `ro`,
         /// `rw`, `idmap`, `noidmap`; DST defaults to SRC. Both must be absolute. Nil with a
         /// reason when malformed.
-        public static func parse(_ text: String, readOnly: Bool) -> Result<Bind, BindSyntaxError> {
+        public static func parse(_ text: String, readOnly: Bool) -> Result<Bind, OptionSyntaxError> {
             let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            func failure(_ reason: String) -> Result<Bind, OptionSyntaxError> {
+                .failure(OptionSyntaxError(option: readOnly ? "--bind-ro" : "--bind", text: text, reason: reason))
+            }
             guard (1...3).contains(parts.count), let source = parts.first, !source.isEmpty else {
-                return .failure(BindSyntaxError(text: text, reason: "expected SRC[:DST[:OPTIONS]]"))
+                return failure("expected SRC[:DST[:OPTIONS]]")
             }
             let target = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
             var ro = readOnly, idmap: Bool? = nil
@@ -269,27 +284,27 @@ public struct ContainerSpec: Sendable {
                     case "idmap": idmap = true
                     case "noidmap": idmap = false
                     default:
-                        return .failure(BindSyntaxError(text: text, reason: "unknown option \"\(option)\" (ro, rw, idmap or noidmap)"))
+                        return failure("unknown option \"\(option)\" (ro, rw, idmap or noidmap)")
                     }
                 }
             }
             guard source.hasPrefix("/"), target.hasPrefix("/") else {
-                return .failure(BindSyntaxError(text: text, reason: "paths must be absolute"))
+                return failure("paths must be absolute")
             }
             guard !target.split(separator: "/").contains("..") else {
-                return .failure(BindSyntaxError(text: text, reason: "the container path may not contain \"..\""))
+                return failure("the container path may not contain \"..\"")
             }
             return .success(Bind(source: source, target: target, readOnly: ro, idmap: idmap))
         }
     }
 
-    /// A malformed `--bind`, `--bind-ro` or `--tmpfs`: a usage error (swift-argument-parser
-    /// prints it with the usage), not one of imgboot's own.
-    public struct BindSyntaxError: Error, CustomStringConvertible {
-        public var option = "--bind"
+    /// A malformed `--bind`, `--bind-ro`, `--tmpfs` or credential: a usage error
+    /// (swift-argument-parser prints it with the usage), not one of imgboot's own.
+    public struct OptionSyntaxError: Error, CustomStringConvertible {
+        public let option: String
         public let text: String
         public let reason: String
-        public var description: String { option == "--bind" ? "invalid bind \"\(text)\": \(reason)" : "\(option)=\(text): \(reason)" }
+        public var description: String { "\(option)=\(text): \(reason)" }
     }
 
     /// The longest machine name: the kernel's limit on a hostname (HOST_NAME_MAX), which a

@@ -88,7 +88,7 @@ struct BootOptions: ParsableArguments {
         try (binds.map { ($0, false) } + readOnlyBinds.map { ($0, true) }).map { text, readOnly in
             switch ContainerSpec.Bind.parse(text, readOnly: readOnly) {
             case .success(let bind): return bind
-            case .failure(let error): throw ValidationError("--bind: \(error)")
+            case .failure(let error): throw ValidationError("\(error)")
             }
         }
     }
