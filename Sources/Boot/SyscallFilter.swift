@@ -182,6 +182,7 @@ public enum SyscallFilter {
         for (group, calls) in allowed { mix(group); calls.forEach(mix) }
         for (capability, calls) in allowedWithCapability { mix(String(capability)); calls.forEach(mix) }
         refused.forEach(mix)
+        mix("socket: all but AF_NETLINK/NETLINK_AUDIT, by conditional rules")
         mix(String(capabilities, radix: 16))
         if let version = seccomp_version() {
             mix("\(version.pointee.major).\(version.pointee.minor).\(version.pointee.micro)")
@@ -234,12 +235,14 @@ public enum SyscallFilter {
         for (capability, calls) in allowedWithCapability where capabilities & (1 << UInt64(capability)) != 0 {
             allow.formUnion(calls)
         }
+        // socket() by rules of its own, below.
+        allow.remove("socket")
         for name in allow.sorted() { try add(context, name, action: imgboot_scmp_act_allow()) }
         for name in Set(refused).subtracting(allow).sorted() { try add(context, name, action: imgboot_scmp_act_errno(EPERM)) }
-        // An argument-specific rule beside socket()'s catch-all one: libseccomp checks the
-        // specific one first. Not expressible for i386's socketcall multiplexer (its arguments
-        // are in memory): there the rule is skipped, as nspawn does.
-        _ = imgboot_scmp_refuse_audit_socket(context, AF_NETLINK, 9 /* NETLINK_AUDIT */, EAFNOSUPPORT)
+        // Every socket() but the audit netlink one. (i386's socketcall multiplexer, whose
+        // arguments are in memory, stays allowed whole, as under nspawn.)
+        let socketRules = imgboot_scmp_socket_rules(context, AF_NETLINK, 9 /* NETLINK_AUDIT */, EAFNOSUPPORT)
+        guard socketRules == 0 else { throw BootError(image: "seccomp", "libseccomp: cannot add the rules for socket", errno: -socketRules) }
 
         return try export(context)
     }

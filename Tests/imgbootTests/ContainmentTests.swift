@@ -233,6 +233,27 @@ struct ContainmentTests {
         #expect(image.isUnchanged)
     }
 
+    /// The rest of the filter's list, with arguments the kernel would otherwise answer
+    /// differently (the control: the same program on the host, where none is EPERM), the audit
+    /// socket, and a system call on no list: ENOSYS, so that a program falls back as on an older
+    /// kernel.
+    @Test(arguments: ["pick", "no"])
+    func restOfTheFilterIsRefused(users: String) throws {
+        let attacker = try Attacker.bind()
+        let control = Harness.run([try Attacker.binary.get(), "filter"])
+        let controlLines = control.stdout.split(separator: "\n").map(String.init)
+        #expect(controlLines.count == 12 && !controlLines.contains { $0.hasSuffix(": EPERM") }, "\(control.stdout)")
+        #expect(!controlLines.contains("listmount (on no list): ENOSYS") && !controlLines.contains("netlink audit socket: EAFNOSUPPORT"))
+        let image = try ImageCopy("basic")
+        let out = try image.run([attacker.option, "--private-users=\(users)"], ["/tmp/attacker", "filter"])
+        #expect(out.stdout.split(separator: "\n").map(String.init) == [
+            "delete_module: EPERM", "swapoff: EPERM", "clock_settime: EPERM", "adjtimex (read only): EPERM", "quotactl: EPERM",
+            "mlock: EPERM", "uselib: EPERM", "pkey_alloc: EPERM", "ioperm: EPERM", "modify_ldt (read): EPERM",
+            "listmount (on no list): ENOSYS", "netlink audit socket: EAFNOSUPPORT",
+        ], "\(out.stderr)")
+        #expect(image.isUnchanged)
+    }
+
     // MARK: 5: joining a running container
 
     /// Item 5: a hostile container lies in wait for the next process to appear in it, seizes it
