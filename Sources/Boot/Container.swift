@@ -78,7 +78,7 @@ public enum Container {
         let filter = try SyscallFilter.program(keeping: keep)
         let initFD = Descriptor(spec.boot ? -1 : try ContainerInit.memfd(subject: image))
         // boot: argv[0] is replaced by the init the tree has (the go byte says which). run
-        // without a command: root's login shell, read from the tree once it is mounted, is sent
+        // without a command: root's (or --user's) login shell, read from the tree once it is mounted, is sent
         // to the child after the go byte.
         var command = spec.boot ? [initPaths[0]] + spec.arguments : (spec.arguments.isEmpty ? LoginShell.fallback : spec.arguments)
         let argv = spec.boot ? command : [ContainerInit.argv0(user: spec.user, workingDirectory: spec.workingDirectory)] + command
@@ -138,7 +138,7 @@ public enum Container {
             if spec.boot {
                 go = try initChoice(spec, root: treeDirectory)
             } else if spec.arguments.isEmpty {
-                command = loginShell(root: treeDirectory)
+                command = loginShell(root: treeDirectory, user: spec.user ?? "root")
                 go = UInt8(IMGBOOT_GO_COMMAND)
             }
             return tree.notifySocket
@@ -236,13 +236,13 @@ public enum Container {
                         code: .noInit)
     }
 
-    /// Root's login shell in the mounted tree at `root` (`/bin/sh` when it names none, or one
+    /// `user`'s login shell in the mounted tree at `root` (`/bin/sh` when it names none, or one
     /// that is not there). Bounded so that its message fits the child's buffer.
-    private static func loginShell(root: String) -> [String] {
+    private static func loginShell(root: String, user: String) -> [String] {
         let top = open(root, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
         guard top >= 0 else { return LoginShell.fallback }
         defer { close(top) }
-        let shell = LoginShell.resolve(inTree: top)
+        let shell = LoginShell.resolve(inTree: top, user: user)
         let length = commandMessage(shell).count - 2
         return length <= Int(IMGBOOT_COMMAND_MAX) && shell.count <= Int(IMGBOOT_COMMAND_WORDS) ? shell : LoginShell.fallback
     }

@@ -309,6 +309,8 @@ extension Supervisor.Outcome {
         case (0, ENOENT): "no such user in the container's /etc/passwd"
         case (0, EINVAL): "its entry in the container's /etc/passwd has no valid UID or GID"
         case (0, E2BIG): "the environment has too many variables"
+        case (_, EFBIG): "the container's /etc/passwd or /etc/group is larger than imgboot-init reads (256 KiB)"
+        case (1...3, EINVAL): "one of its IDs is outside the container's user range (see --private-users)"
         case (0, _): failure("cannot read the container's /etc/passwd", errno: e)
         case (1, ERANGE): "member of more groups than imgboot-init takes (255)"
         case (1, _): failure("cannot set its groups", errno: e)

@@ -132,7 +132,7 @@ enum {
     PR_SET_PDEATHSIG = 1,
     TIOCSCTTY = 0x540E,
     WNOHANG = 1,
-    EINTR = 4, ENOENT = 2, ENOTDIR = 20, EACCES = 13, EINVAL = 22, E2BIG = 7, ERANGE = 34,
+    EINTR = 4, ENOENT = 2, ENOTDIR = 20, EACCES = 13, EINVAL = 22, E2BIG = 7, ERANGE = 34, EFBIG = 27,
     AT_FDCWD = -100, O_RDONLY = 0, O_NOCTTY = 0400, O_NONBLOCK = 04000, O_CLOEXEC = 02000000,
     // Sources/CLinux/include/CLinuxContainer.h, enum imgboot_step (and what `index` says).
     STEP_EXEC = 11, STEP_USER = 16, STEP_CHDIR = 17,
@@ -278,6 +278,9 @@ static long read_file(const char *path) {
         done += (size_t)n;
     }
     sys(NR_close, fd, 0, 0);
+    // Full: what is beyond is not read, and a user or group there would go unseen.
+    if (done == sizeof file - 1)
+        return -EFBIG;
     file[done] = 0;
     return (long)done;
 }
@@ -408,7 +411,10 @@ static char **become_user(struct options o, char **envp) {
     uint32_t groups[256];
     size_t group_count = 0;
     groups[group_count++] = (uint32_t)gid;
-    if (name_length && read_file("/etc/group") > 0) {
+    got = name_length ? read_file("/etc/group") : -ENOENT;
+    if (got < 0 && got != -ENOENT)
+        fail_step(STEP_USER, -got, USER_GROUPS);
+    if (got > 0) {
         for (const char *line = file; *line; ) {
             size_t n2, n3;
             const char *f2 = field(line, 2, &n2), *members = field(line, 3, &n3);

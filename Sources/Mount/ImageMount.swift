@@ -37,8 +37,9 @@ public enum ImageMount {
                                  writable: writable, keeper: keeper).save(stop: stop)
             try stop.checkpoint(image.image)
         } catch {
+            // The keeper goes after the tree, whether or not taking the tree down works.
+            defer { if let keeper { _ = LockKeeperProcess.end(keeper) } }
             try ImageUnmount.unmount(dir, requireRecord: false, logger: logger)
-            if let keeper { _ = LockKeeperProcess.end(keeper) }
             throw error
         }
         return tree

@@ -23,11 +23,12 @@ public enum LoginShell {
     /// (util-linux's login runs such a field with `sh -c`, which needs a /bin/sh that an image
     /// naming busybox that way may not have). Nil when there is no such entry or the field is
     /// not usable: not an absolute path, too long, or holding a NUL or a control character.
-    public static func parse(passwd: String) -> [String]? {
+    /// `user`: another entry than root's, by name or UID (`run --user`).
+    public static func parse(passwd: String, user: String = "root") -> [String]? {
         // "\r\n" is one Character to Swift: lines end at either.
         for line in passwd.split(whereSeparator: { $0 == "\n" || $0 == "\r\n" }) {
             let fields = line.split(separator: ":", omittingEmptySubsequences: false)
-            guard fields.count == 7, fields[0] == "root" else { continue }
+            guard fields.count == 7, fields[0] == user || (user.allSatisfy(\.isNumber) && fields[2] == user) else { continue }
             let field = fields[6]
             guard field.utf8.count <= maxFieldLength,
                   !field.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7f }) else { return nil }
@@ -42,9 +43,9 @@ public enum LoginShell {
     /// Root's login shell in the tree whose root directory is `root` (a descriptor): passwd is
     /// read bounded, resolved inside the tree (a symlink in it cannot lead out), and the
     /// program must be a regular, executable file of the tree; otherwise `fallback`.
-    public static func resolve(inTree root: Int32) -> [String] {
+    public static func resolve(inTree root: Int32, user: String = "root") -> [String] {
         guard let bytes = ImageMetadata.readBounded(root, "etc/passwd", limit: passwdLimit),
-              let words = parse(passwd: String(decoding: bytes, as: UTF8.self)),
+              let words = parse(passwd: String(decoding: bytes, as: UTF8.self), user: user),
               ImageMetadata.isExecutableFile(root, words[0]) else { return fallback }
         return words
     }

@@ -161,10 +161,10 @@ extension MountedTree {
     func mapped(_ options: [String]) -> [String] {
         guard let owner else { return options }
         return options.map { option in
-            for key in ["uid=", "gid="] where option.hasPrefix(key) {
+            for (key, base) in [("uid=", owner.uid), ("gid=", owner.gid)] where option.hasPrefix(key) {
                 // (An ID past the top of the ID space stays as given: the kernel refuses it.)
                 if let id = UInt32(option.dropFirst(key.count)) {
-                    let (host, overflow) = owner.uid.addingReportingOverflow(id)
+                    let (host, overflow) = base.addingReportingOverflow(id)
                     return overflow ? option : key + String(host)
                 }
             }

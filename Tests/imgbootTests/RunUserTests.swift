@@ -38,6 +38,16 @@ struct RunUserTests {
         #expect(Harness.sha256(image.path) == hash)
     }
 
+    /// Without a command, the user's own login shell runs (alice's is /bin/ash), as that user.
+    @Test func loginShellIsTheUsers() throws {
+        let (image, hash) = try Self.imageWithUsers()
+        let out = try Harness.imgboot(["run", "--user=alice", image.path], stdin: "echo $0; id -u\n")
+        #expect(out.status == 0, "\(out.stderr)")
+        #expect(out.stdout == "/bin/ash\n1000\n")
+        image.leftovers.expectNone(imageUnchanged: false)
+        #expect(Harness.sha256(image.path) == hash)
+    }
+
     /// A user whose primary group is another's, named by its UID; a UID that passwd does not
     /// know runs as itself with its own GID and HOME=/; -E wins over the passwd entry.
     @Test func uidsAndTheEnvironment() throws {
