@@ -117,6 +117,10 @@ public enum Container {
             throw BootError(image: image, "open the container's user namespace", errno: errno)
         }
         var go = UInt8(IMGBOOT_GO)
+        // Overlays' work directories beside host directories: removed once the container (and
+        // its mount namespace, with the overlays) is gone.
+        var workDirectories: [String] = []
+        defer { MountedTree.removeWorkDirectories(workDirectories, logger: logger) }
         let notify = Descriptor(try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> Int32 in
             guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
                 throw BootError(image: image, "make the container's mount namespace a slave", errno: errno)
@@ -133,6 +137,7 @@ public enum Container {
                                              owner: users.map { MountedTree.Owner(idmap: idmap.raw, uid: $0.base, gid: $0.base) },
                                              logger: logger)
             for warning in tree.warnings { logger.warning("\(image): \(warning)") }
+            workDirectories = tree.workDirectories
             // The mounts hold the loop devices now.
             attached.close()
             if spec.boot {

@@ -103,6 +103,15 @@ public enum ContainerPlan {
         for t in spec.temporaryFilesystems {
             tree(.tmpfs, t.path, (t.options.map { $0.split(separator: ",").map(String.init) } ?? ["mode=0755"]) + ["nodev"])
         }
+        // nspawn's --overlay, --overlay-ro: after the binds and tmpfs, as nspawn mounts them after
+        // its binds. A host UPPER's work directory is named for the machine (one name per running
+        // machine), beside it.
+        for o in spec.overlays {
+            let upper: MountPlan.OverlayUpper = o.readOnly ? .none : o.upper.map {
+                .host($0, work: ContainerSpec.Overlay.workDirectory(upper: $0, run: spec.machine))
+            } ?? .temporary
+            tree(.overlayOf(lower: o.lower, upper: upper), o.target, o.readOnly ? ["ro", "nodev"] : ["nodev"])
+        }
 
         container(.filesystem(type: "proc", source: "proc"), "/proc", api)
         for file in ["kcore", "keys", "timer_list", "kallsyms"] { container(.cover(with: .tree("/dev/null")), "/proc/" + file) }

@@ -32,6 +32,8 @@ public struct ContainerSpec: Sendable {
     public var binds: [Bind]
     /// `--tmpfs`, in the order given.
     public var temporaryFilesystems: [TemporaryFilesystem] = []
+    /// `--overlay`, `--overlay-ro`.
+    public var overlays: [Overlay] = []
     /// `--set-credential` and `--load-credential`, in the order given (a later one of the same
     /// ID wins).
     public var credentials: [Credential] = []
@@ -241,6 +243,100 @@ public struct ContainerSpec: Sendable {
                 }
             }
             return .success(TemporaryFilesystem(path: path, options: rest.map(String.init)))
+        }
+    }
+
+    /// Directories stacked into one overlay in the container: `--overlay=`, `--overlay-ro=`
+    /// (nspawn's).
+    public struct Overlay: Sendable, Equatable {
+        /// Bottom first; the top one is `upper` for a writable overlay.
+        public var lower: [MountPlan.OverlayLayer]
+        /// The host directory that takes the changes; nil: a tmpfs of imgboot's (an empty upper
+        /// path given). Always nil for a read-only overlay, whose given upper is its top layer.
+        public var upper: String?
+        public var target: String
+        public var readOnly: Bool
+
+        public init(lower: [MountPlan.OverlayLayer], upper: String?, target: String, readOnly: Bool) {
+            self.lower = lower
+            self.upper = upper
+            self.target = target
+            self.readOnly = readOnly
+        }
+
+        /// Parses nspawn's syntax: `LOWER…:UPPER:DST`, colon-separated (`\:` is a colon of a
+        /// path, `\\` a backslash). With only two paths, `LOWER:UPPER`, UPPER is also where the
+        /// container sees the overlay. Each source is a host directory, or the tree's with a
+        /// `+`; an empty UPPER (of `--overlay` only) keeps the changes in a tmpfs. UPPER must be
+        /// the host's: its work directory is made beside it.
+        public static func parse(_ text: String, readOnly: Bool) -> Result<Overlay, OptionSyntaxError> {
+            let option = readOnly ? "--overlay-ro" : "--overlay"
+            func failure(_ reason: String) -> Result<Overlay, OptionSyntaxError> {
+                .failure(OptionSyntaxError(option: option, text: text, reason: reason))
+            }
+            var parts = splitEscaped(text)
+            guard parts.count >= 2 else { return failure("expected LOWER…:UPPER:DST, or LOWER:UPPER") }
+            let target: String
+            if parts.count == 2 {
+                guard !parts[1].isEmpty else { return failure("with two paths, UPPER is also the container's path and cannot be empty") }
+                target = parts[1].hasPrefix("+") ? String(parts[1].dropFirst()) : parts[1]
+            } else {
+                target = parts.removeLast()
+            }
+            guard target.hasPrefix("/"), !target.split(separator: "/").contains("..") else {
+                return failure("the container's path must be absolute, without \"..\"")
+            }
+            let upperText = parts.removeLast()
+            var lower: [MountPlan.OverlayLayer] = []
+            for source in parts + (readOnly ? [upperText] : []) {
+                let inTree = source.hasPrefix("+")
+                let path = inTree ? String(source.dropFirst()) : source
+                guard path.hasPrefix("/") else {
+                    return failure(source.isEmpty && readOnly ? "an empty UPPER (a tmpfs for the changes) is only for --overlay"
+                                                             : "\"\(source)\": sources are absolute host paths, or +PATH for the image's")
+                }
+                guard !path.split(separator: "/").contains("..") else { return failure("\"\(source)\": a path may not contain \"..\"") }
+                lower.append(inTree ? .tree(path) : .host(path))
+            }
+            var upper: String? = nil
+            if !readOnly && !upperText.isEmpty {
+                guard upperText.hasPrefix("/") else {
+                    return failure(upperText.hasPrefix("+")
+                        ? "UPPER must be a host directory (its work directory is made beside it), or empty for a tmpfs"
+                        : "\"\(upperText)\": UPPER must be an absolute host path")
+                }
+                guard upperText != "/" else { return failure("UPPER cannot be /: its work directory is made beside it") }
+                upper = upperText
+            }
+            return .success(Overlay(lower: lower, upper: upper, target: target, readOnly: readOnly))
+        }
+
+        /// Splits at colons, `\:` a colon and `\\` a backslash of a part.
+        static func splitEscaped(_ text: String) -> [String] {
+            var parts = [""]
+            var i = text.startIndex
+            while i < text.endIndex {
+                let c = text[i]
+                if c == "\\", text.index(after: i) < text.endIndex, ":\\".contains(text[text.index(after: i)]) {
+                    i = text.index(after: i)
+                    parts[parts.count - 1].append(text[i])
+                } else if c == ":" {
+                    parts.append("")
+                } else {
+                    parts[parts.count - 1].append(c)
+                }
+                i = text.index(after: i)
+            }
+            return parts
+        }
+
+        /// The work directory of a host `upper`: beside it, named for it and this run (nspawn's
+        /// `.#` prefix of a temporary file), made by imgboot and removed when the container ends.
+        public static func workDirectory(upper: String, run: String) -> String {
+            let trimmed = upper.hasSuffix("/") ? String(upper.dropLast()) : upper
+            let slash = trimmed.lastIndex(of: "/") ?? trimmed.startIndex
+            let parent = trimmed[..<slash], name = trimmed[trimmed.index(after: slash)...]
+            return "\(parent)/.#\(name).imgboot-work-\(run)"
         }
     }
 

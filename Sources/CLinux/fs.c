@@ -1,13 +1,15 @@
 #define _GNU_SOURCE
 #include "CLinuxFS.h"
 
-#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <stddef.h>
 #include <linux/magic.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
 #include <sys/prctl.h>
 #include <sys/fsuid.h>
 #include <sys/mman.h>
@@ -15,6 +17,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -139,6 +142,37 @@ int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int targe
     if (mnt < 0)
         return -1;
     return imgboot_attach_detached(mnt, userns_fd, read_only ? MOUNT_ATTR_RDONLY : 0, target_fd);
+}
+
+int imgboot_mount_in_userns(int userns_fd, const char *fstype, unsigned long flags, const char *data, int target_fd) {
+    char target[64];
+    snprintf(target, sizeof target, "/proc/self/fd/%d", target_fd);
+    // Only system calls between fork and _exit (the parent has threads). A user namespace can
+    // only be joined by a process of one thread, hence the child.
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (setns(userns_fd, CLONE_NEWUSER) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+            _exit(errno);
+        if (syscall(SYS_mount, fstype, target, fstype, flags, data) < 0)
+            _exit(errno);
+        _exit(0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, __WALL) < 0) {
+        if (errno != EINTR)
+            return -1;
+    }
+    if (!WIFEXITED(status)) {
+        errno = EINTR;
+        return -1;
+    }
+    if (WEXITSTATUS(status) != 0) {
+        errno = WEXITSTATUS(status);
+        return -1;
+    }
+    return 0;
 }
 
 #ifndef MFD_EXEC

@@ -66,4 +66,49 @@ public enum Directory {
         }
         return rmdir(path) == 0 || errno == ENOENT
     }
+
+    /// Removes the directory `path` and everything in it, for a directory only imgboot writes
+    /// (an overlay's work directory, root's alone): never following a symlink, never leaving
+    /// its filesystem. Returns whether `path` is gone (errno says why not).
+    @discardableResult
+    public static func removeTree(_ path: String) -> Bool {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { return errno == ENOENT }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            close(fd)
+            return false
+        }
+        emptyDirectory(fd, device: st.st_dev)  // closes fd
+        return rmdir(path) == 0 || errno == ENOENT
+    }
+
+    /// Removes what the directory `fd` holds on `device`, depth first; closes `fd`.
+    private static func emptyDirectory(_ fd: Int32, device: dev_t) {
+        guard let dir = fdopendir(fd) else {
+            close(fd)
+            return
+        }
+        defer { closedir(dir) }
+        var names: [(String, Bool)] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name != "." && name != ".." { names.append((name, entry.pointee.d_type == UInt8(DT_DIR))) }
+        }
+        for (name, isDirectory) in names {
+            if isDirectory {
+                let child = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                var st = stat()
+                guard child >= 0 else { continue }
+                guard fstat(child, &st) == 0, st.st_dev == device else {
+                    close(child)
+                    continue
+                }
+                emptyDirectory(child, device: device)
+                _ = unlinkat(fd, name, AT_REMOVEDIR)
+            } else {
+                _ = unlinkat(fd, name, 0)
+            }
+        }
+    }
 }

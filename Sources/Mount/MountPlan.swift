@@ -112,6 +112,34 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
         /// idmapped into the container's user namespace; read-only when the options say `ro`.
         /// The target (a directory, or a file for a file) is made when missing on a writable tree.
         case bindHost(String, idmap: Bool)
+        /// An overlay of directories here (--overlay, --overlay-ro): `lower` bottom first, under
+        /// `upper`. The target is made when missing on a writable tree, as for a bind.
+        case overlayOf(lower: [OverlayLayer], upper: OverlayUpper)
+    }
+
+    /// A lower layer of `overlayOf`: a host directory (idmapped into the container's user
+    /// namespace, where there is one), or a directory of the tree (nspawn's `+PATH`).
+    public enum OverlayLayer: Sendable, Equatable, CustomStringConvertible {
+        case host(String)
+        case tree(String)
+
+        public var description: String {
+            switch self {
+            case .host(let path): "the host's \(path)"
+            case .tree(let path): "the tree's \(path)"
+            }
+        }
+    }
+
+    /// Where an overlay's changes go.
+    public enum OverlayUpper: Sendable, Equatable {
+        /// Nowhere: the overlay is read-only.
+        case none
+        /// A tmpfs of imgboot's, gone with the container.
+        case temporary
+        /// A host directory, with the overlay's work directory `work` (a path) made beside it
+        /// (the kernel needs both on one filesystem) and removed when the container ends.
+        case host(String, work: String)
     }
 
     public struct Step: Sendable, Equatable {
@@ -201,6 +229,14 @@ public struct MountPlan: Sendable, Equatable, CustomStringConvertible {
                 return "check \(target) is a real directory (made on a writable tree)"
             case .bindHost(let path, let idmap):
                 return "bind the host's \(path) on \(target)\(opts)\(idmap ? ", idmapped into the container" : "")"
+            case .overlayOf(let lower, let upper):
+                let layers = lower.reversed().map(\.description).joined(separator: " over ")
+                let changes = switch upper {
+                case .none: "read-only"
+                case .temporary: "changes in a tmpfs"
+                case .host(let path, let work): "changes in the host's \(path), work directory \(work)"
+                }
+                return "mount an overlay of \(layers) on \(target)\(opts) (\(changes))"
             }
         }
     }

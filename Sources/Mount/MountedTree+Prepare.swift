@@ -63,6 +63,9 @@ extension MountedTree {
         case .bindHost(let source, let idmap):
             try bindHost(source, on: path, idmap: idmap, readOnly: step.readOnly, top: top)
 
+        case .overlayOf(let lower, let upper):
+            try overlay(lower, upper, on: path, step: step, top: top)
+
         case .cover, .makeReadOnly:
             // The container's: its first process covers and remounts in its own namespaces.
             throw MountError(image: image, .other("\(step.line): a step of the container's"))
@@ -103,7 +106,7 @@ extension MountedTree {
 
     /// A missing directory (and its missing parents, as nspawn makes them for `--bind`): made
     /// when its parent is writable, refused on a read-only image.
-    private func createDirectory(_ path: String, top: Int32) throws(MountError) {
+    func createDirectory(_ path: String, top: Int32) throws(MountError) {
         let located = try parentCreating(path, top: top)
         let name = located.name
         if located.directory.isOnReadOnlyMount {
@@ -373,6 +376,188 @@ extension MountedTree {
                 throw MountError(image: image, .failed(operation: "make \(path) read-only", errno: errno))
             }
         }
+    }
+}
+
+// MARK: Overlays of directories
+
+extension MountedTree {
+    /// `--overlay`/`--overlay-ro`: the layers opened (host directories as the host names them,
+    /// the tree's inside the tree) and handed to overlayfs as descriptors' paths, so no colon or
+    /// comma of a name reaches its options. With a user namespace, host directories are
+    /// idmapped clones (the host's root is the container's); a host UPPER is then written
+    /// through a clone of its parent (which holds the work directory too) by an overlay whose
+    /// creator is the container's root — the host's root has no ID on an idmapped mount.
+    fileprivate func overlay(_ lower: [MountPlan.OverlayLayer], _ upper: MountPlan.OverlayUpper, on path: String,
+                             step: MountPlan.Step, top: Int32) throws(MountError) {
+        overlays += 1
+        let staging = "overlay\(overlays)"
+        let idmap = owner.flatMap { $0.idmap >= 0 ? $0.idmap : nil }
+        var held: [Int32] = []
+        defer { for fd in held { close(fd) } }
+        func keep(_ fd: Int32) -> String {
+            held.append(fd)
+            return "/proc/self/fd/\(fd)"
+        }
+        func openHost(_ hostPath: String, _ role: String) throws(MountError) -> Int32 {
+            let fd = Glibc.open(hostPath, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
+            guard fd >= 0 else { throw MountError(image: image, .failed(operation: "--overlay \(role) \(hostPath)", errno: errno)) }
+            return fd
+        }
+        /// An idmapped clone of the host's directory `fd` in the staging directory, opened.
+        func idmapped(_ fd: Int32, _ name: String, readOnly: Bool, _ hostPath: String, idmap: Int32) throws(MountError) -> Int32 {
+            let place = MountPlan.Place.staging(name)
+            let landing = try absolutePath(place)
+            let target = try open(place, create: true, partition: nil)
+            guard imgboot_bind_idmapped(fd, idmap, readOnly ? 1 : 0, target.fd) == 0 else {
+                let e = errno
+                if e == EINVAL || e == EPERM || e == EOPNOTSUPP {
+                    throw MountError(image: image, .other("--overlay: \(hostPath) cannot be idmapped into the container: \(errnoString(e)) (its filesystem, or a mount below it; use --private-users=no)"))
+                }
+                throw MountError(image: image, .failed(operation: "idmap \(hostPath) for --overlay", errno: e))
+            }
+            made.append(landing)
+            return try openHost(landing, "layer")
+        }
+
+        // Bottom first, as given.
+        var layers: [String] = []
+        var topLayer: Int32 = -1
+        for (k, layer) in lower.enumerated() {
+            var fd: Int32
+            switch layer {
+            case .tree(let treePath):
+                do {
+                    let dir = try TreePath(root: top, path: treePath, kind: S_IFDIR)
+                    fd = fcntl(dir.fd, F_DUPFD_CLOEXEC, 0)
+                } catch {
+                    throw MountError(image: image, .other("--overlay source +\(treePath): \(describe(error))"))
+                }
+                guard fd >= 0 else { throw MountError(image: image, .failed(operation: "open \(treePath)", errno: errno)) }
+            case .host(let hostPath):
+                fd = try openHost(hostPath, "source")
+                if let idmap {
+                    let host = fd
+                    defer { close(host) }
+                    fd = try idmapped(host, "\(staging)-lower\(k)", readOnly: true, hostPath, idmap: idmap)
+                }
+            }
+            layers.append(keep(fd))
+            topLayer = fd
+        }
+
+        var data = "lowerdir=" + layers.reversed().joined(separator: ":")
+        var asContainerRoot = false
+        switch upper {
+        case .none:
+            break
+
+        case .temporary:
+            // A tmpfs of its own, its upper directory as the top layer's (mode and owner).
+            let place = MountPlan.Place.staging("\(staging)-rw")
+            let rw = try open(place, create: true, partition: nil)
+            var options = ["mode=0755"]
+            if let owner { options += ["uid=\(owner.uid)", "gid=\(owner.gid)"] }
+            try mount(source: "tmpfs", on: rw, fsType: "tmpfs", options: options.joined(separator: ","),
+                      step: step, what: "mount a tmpfs for the overlay on \(path)")
+            let mounted = try openHost(try absolutePath(place), "tmpfs")
+            held.append(mounted)
+            var st = stat()
+            guard fstat(topLayer, &st) == 0,
+                  mkdirat(mounted, "upper", 0o755) == 0, mkdirat(mounted, "work", 0o700) == 0,
+                  fchownat(mounted, "upper", st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) == 0,
+                  fchmodat(mounted, "upper", st.st_mode & 0o7777, 0) == 0,
+                  fchownat(mounted, "work", owner?.uid ?? 0, owner?.gid ?? 0, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw MountError(image: image, .failed(operation: "make the overlay's upper directory for \(path)", errno: errno))
+            }
+            data += ",upperdir=\(try keep(openAt(mounted, "upper"))),workdir=\(try keep(openAt(mounted, "work")))"
+
+        case .host(let upperPath, let workPath):
+            let (parentPath, name) = splitLast(upperPath)
+            let workName = splitLast(workPath).name
+            let upperFD = try openHost(upperPath, "upper directory")
+            held.append(upperFD)
+            let parent = try openHost(parentPath, "upper directory's parent")
+            held.append(parent)
+            // The work directory goes beside UPPER, on its mount (the kernel's rule).
+            var upperMount: UInt64 = 0, parentMount: UInt64 = 0, unique: UInt64 = 0
+            guard imgboot_mount_id(upperFD, "", &upperMount, &unique) == 0, imgboot_mount_id(parent, "", &parentMount, &unique) == 0 else {
+                throw MountError(image: image, .failed(operation: "--overlay upper directory \(upperPath)", errno: errno))
+            }
+            guard upperMount == parentMount else {
+                throw MountError(image: image, .other("--overlay: the upper directory \(upperPath) is a mount point; its work directory must be made beside it, on its filesystem (use a directory below it)"))
+            }
+            try makeWorkDirectory(workName, in: parent, path: workPath)
+            if let idmap {
+                let clone = try idmapped(parent, "\(staging)-upper", readOnly: false, "\(parentPath) (the upper directory's parent, which holds its work directory)", idmap: idmap)
+                held.append(clone)
+                data += ",upperdir=\(try keep(openAt(clone, name))),workdir=\(try keep(openAt(clone, workName))),userxattr"
+                asContainerRoot = true
+            } else {
+                data += ",upperdir=/proc/self/fd/\(upperFD),workdir=\(try keep(openAt(parent, workName))),userxattr"
+            }
+        }
+
+        // Where the container sees it: made when missing on a writable tree, as for a bind.
+        let target: TreePath
+        do {
+            target = try TreePath(root: top, path: path, kind: S_IFDIR)
+        } catch where error.errno == ENOENT {
+            try createDirectory(path, top: top)
+            do { target = try TreePath(root: top, path: path, kind: S_IFDIR) } catch {
+                throw MountError(image: image, .failed(operation: "--overlay target \(path)", errno: error.code))
+            }
+        } catch {
+            throw MountError(image: image, .failed(operation: "--overlay target \(path)", errno: error.code))
+        }
+        let what = "mount the overlay on \(path)"
+        if asContainerRoot, let idmap {
+            let landing = try landingPath(target, step.target)
+            let flags = UInt(MS_NODEV) | (step.readOnly ? UInt(MS_RDONLY) : 0)
+            guard imgboot_mount_in_userns(idmap, "overlay", flags, data, target.fd) == 0 else {
+                throw MountError(image: image, .other("\(what): \(errnoString(errno)) (\(Self.overlayHint))"))
+            }
+            made.append(landing)
+        } else {
+            do {
+                try mount(source: "overlay", on: target, fsType: "overlay", options: ([data] + step.options).joined(separator: ","),
+                          step: step, what: what)
+            } catch where error.errno == EINVAL {
+                throw MountError(image: image, .other("\(what): \(errnoString(EINVAL)) (\(Self.overlayHint))"))
+            }
+        }
+    }
+
+    static let overlayHint = "each layer must be a directory; the upper one on a filesystem that can hold an overlay's changes, not an overlay itself"
+
+    /// The work directory of a host UPPER, made empty. A directory of root's of that name is
+    /// one an earlier run of this machine left (killed before it could remove it: the name is
+    /// the machine's, and one machine of a name runs at a time): removed first. Anything else
+    /// of that name is left alone and refused.
+    private func makeWorkDirectory(_ name: String, in parent: Int32, path: String) throws(MountError) {
+        if mkdirat(parent, name, 0o700) == 0 {
+            workDirectories.append(path)
+            return
+        }
+        guard errno == EEXIST else { throw MountError(image: image, .failed(operation: "create the overlay's work directory \(path)", errno: errno)) }
+        var st = stat()
+        guard fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFDIR, st.st_uid == 0,
+              Directory.removeTree(path), mkdirat(parent, name, 0o700) == 0 else {
+            throw MountError(image: image, .other("--overlay: \(path) exists and is not a work directory imgboot left; remove it"))
+        }
+        workDirectories.append(path)
+    }
+
+    private func openAt(_ dir: Int32, _ name: String) throws(MountError) -> Int32 {
+        let fd = openat(dir, name, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw MountError(image: image, .failed(operation: "open \(name) for the overlay", errno: errno)) }
+        return fd
+    }
+
+    private func splitLast(_ path: String) -> (parent: String, name: String) {
+        let slash = path.lastIndex(of: "/") ?? path.startIndex
+        let parent = String(path[..<slash])
+        return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))
     }
 }
 

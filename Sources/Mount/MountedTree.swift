@@ -22,6 +22,11 @@ public final class MountedTree {
     private var stagingDir: String?
     /// Mounts made so far, in order: undone in reverse if a later step fails.
     var made: [String] = []
+    /// Overlays of directories (--overlay) made so far: their staging names.
+    var overlays = 0
+    /// The work directories made beside host directories for overlays (--overlay): the host's,
+    /// for whoever ends the tree to remove once the overlays are gone (`removeWorkDirectories`).
+    public internal(set) var workDirectories: [String] = []
 
     private init(root: String, image: String, logger: Logger) {
         self.root = root
@@ -173,7 +178,8 @@ public final class MountedTree {
             let top = try open(step.target, create: false, partition: step.partition)
             try BaseFilesystem.create(in: top.fd, image: image, owner: owner.map { ($0.uid, $0.gid) })
 
-        case .filesystem, .characterDevice, .symlink, .removeFile, .file, .notifySocket, .cover, .makeReadOnly, .mountPoint, .bindHost:
+        case .filesystem, .characterDevice, .symlink, .removeFile, .file, .notifySocket, .cover, .makeReadOnly, .mountPoint, .bindHost,
+             .overlayOf:
             try prepare(step)
 
         case .detach:
@@ -251,7 +257,7 @@ public final class MountedTree {
         }
     }
 
-    private func stagingPath(_ place: MountPlan.Place) throws(MountError) -> String {
+    func stagingPath(_ place: MountPlan.Place) throws(MountError) -> String {
         guard case .staging(let relative) = place else { return root }
         if stagingDir == nil {
             var template = Array("/tmp/imgboot-staging.XXXXXX".utf8CString)
@@ -373,6 +379,14 @@ public final class MountedTree {
         }
         made.removeAll()
         removeStaging()
+        Self.removeWorkDirectories(workDirectories, logger: logger)
+    }
+
+    /// Removes overlays' work directories and what the kernel left in them (a spare whiteout).
+    public static func removeWorkDirectories(_ paths: [String], logger: Logger) {
+        for path in paths where !Directory.removeTree(path) {
+            logger.warning("cannot remove the overlay's work directory \(path): \(errnoString(errno))")
+        }
     }
 
     /// Removes the staging directory and what it holds (only empty directories: every staging

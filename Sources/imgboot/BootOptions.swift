@@ -34,6 +34,18 @@ struct BootOptions: ParsableArguments {
                                valueName: "PATH[:OPTIONS]"))
     var temporaryFilesystems: [String] = []
 
+    @Option(name: .customLong("overlay"),
+            help: ArgumentHelp(
+                "Mount host directories (+PATH: the image's) stacked at DST, changes going to UPPER (empty: a tmpfs) (repeatable).",
+                valueName: "LOWER…:UPPER:DST"),
+            completion: .file())
+    var overlays: [String] = []
+
+    @Option(name: .customLong("overlay-ro"),
+            help: ArgumentHelp("As --overlay, read-only: UPPER is the top layer (repeatable).", valueName: "LOWER…:UPPER:DST"),
+            completion: .file())
+    var readOnlyOverlays: [String] = []
+
     @Option(name: .customLong("set-credential"),
             help: ArgumentHelp("Give the container a systemd credential ID with this value (repeatable; nspawn's).", valueName: "ID:VALUE"))
     var setCredentials: [String] = []
@@ -75,6 +87,7 @@ struct BootOptions: ParsableArguments {
         }
         _ = try parsedBinds()
         _ = try parsedTemporaryFilesystems()
+        _ = try parsedOverlays()
         _ = try parsedCredentials()
         if pickUsers, let privateUsers, privateUsers != .pick {
             throw ValidationError("-U with --private-users=\(privateUsers): -U means --private-users=pick")
@@ -131,6 +144,31 @@ struct BootOptions: ParsableArguments {
         }
     }
 
+    func parsedOverlays() throws -> [ContainerSpec.Overlay] {
+        try (overlays.map { ($0, false) } + readOnlyOverlays.map { ($0, true) }).map { text, readOnly in
+            switch ContainerSpec.Overlay.parse(text, readOnly: readOnly) {
+            case .success(let overlay): return overlay
+            case .failure(let error): throw ValidationError("\(error)")
+            }
+        }
+    }
+
+    /// The overlays with each UPPER as the host resolves it (its work directory goes beside the
+    /// real directory, and is removed from there).
+    func resolvedOverlays() throws -> [ContainerSpec.Overlay] {
+        try parsedOverlays().map { overlay in
+            guard let upper = overlay.upper else { return overlay }
+            guard let real = realpath(upper, nil) else {
+                throw CommandError("--overlay upper directory \(upper)", "cannot resolve it", errno: errno)
+            }
+            defer { free(real) }
+            var resolved = overlay
+            resolved.upper = String(cString: real)
+            guard resolved.upper != "/" else { throw CommandError("--overlay upper directory \(upper)", "cannot be /: its work directory is made beside it") }
+            return resolved
+        }
+    }
+
     /// These options as a command line, for the `boot`/`run` processes `smoke` starts.
     func passthroughArguments() -> [String] {
         var args: [String] = []
@@ -141,6 +179,8 @@ struct BootOptions: ParsableArguments {
         args += binds.map { "--bind=\($0)" }
         args += readOnlyBinds.map { "--bind-ro=\($0)" }
         args += temporaryFilesystems.map { "--tmpfs=\($0)" }
+        args += overlays.map { "--overlay=\($0)" }
+        args += readOnlyOverlays.map { "--overlay-ro=\($0)" }
         args += setCredentials.map { "--set-credential=\($0)" }
         args += loadCredentials.map { "--load-credential=\($0)" }
         if resolvConf != .auto { args.append("--resolv-conf=\(resolvConf.rawValue)") }
@@ -165,6 +205,7 @@ struct BootOptions: ParsableArguments {
             boot: boot, environment: environment, binds: try parsedBinds(), privateNetwork: privateNetwork,
             privateUsers: users, console: console, quiet: options.quiet)
         spec.temporaryFilesystems = try parsedTemporaryFilesystems()
+        spec.overlays = try resolvedOverlays()
         spec.credentials = try parsedCredentials(read: true)
         spec.resolvConf = resolvConf
         spec.timezone = timezone

@@ -31,6 +31,7 @@ extension IMGBoot {
                   imgboot run disk.raw -- ls -l /etc      the same
                   imgboot run -M build -E CC=gcc disk.raw make     a name, a variable
                   imgboot run --bind=$PWD:/src disk.raw make -C /src
+                  imgboot run --overlay=$PWD:$HOME/out:/src disk.raw make -C /src
                   imgboot run --volatile=no disk.raw apt-get install -y vim
                   imgboot run -u nobody --chdir=/tmp disk.raw id
                   imgboot run -b disk.raw                 as imgboot boot disk.raw

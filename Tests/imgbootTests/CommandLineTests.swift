@@ -94,7 +94,7 @@ struct CommandLineTests {
             "--private-users": "pick", "--machine": "m", "-M": "m", "--console": "passive", "--check": "true",
             "--timeout": "5", "--jobs": "1", "--junit": "/nonexistent/junit.xml",
             "--ready-timeout": "5", "--check-timeout": "5", "--kill-signal": "SIGRTMIN+3", "--stop-timeout": "5",
-            "--notify-ready": "yes", "--init": "auto", "--user": "alice", "-u": "alice", "--chdir": "/tmp", "--tmpfs": "/mnt", "--resolv-conf": "off", "--timezone": "off", "--set-credential": "a:b", "--load-credential": "a:/etc/hostname", "--shard": "1/2",
+            "--notify-ready": "yes", "--init": "auto", "--user": "alice", "-u": "alice", "--chdir": "/tmp", "--tmpfs": "/mnt", "--overlay": "/tmp::/mnt", "--overlay-ro": "/tmp:/var/tmp:/mnt", "--resolv-conf": "off", "--timezone": "off", "--set-credential": "a:b", "--load-credential": "a:/etc/hostname", "--shard": "1/2",
         ]
         let positionals = ["run": ["/nonexistent.raw"], "boot": ["/nonexistent.raw"], "smoke": ["/nonexistent.raw"],
                            "enter": ["m"], "stop": ["m"], "mount": ["/nonexistent.raw", "/mnt"], "inspect": ["/nonexistent.raw"],

@@ -40,6 +40,13 @@ int imgboot_attach_detached(int mnt, int userns_fd, uint64_t attributes, int tar
 /// (open_tree, not recursive), changed before it is attached.
 int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int target_fd);
 
+/// Mounts `fstype` with `data` on the directory `target_fd` as the root of the user namespace
+/// `userns_fd` (its UID and GID 0, its capabilities), from a child process that joins it: the
+/// filesystem's creator is then the container's root, as an overlay on idmapped layers needs
+/// (the host's root has no ID there). The calling thread's mount namespace is the one mounted
+/// in; it must belong to that user namespace. 0, or -1 with errno the mount's.
+int imgboot_mount_in_userns(int userns_fd, const char *fstype, unsigned long flags, const char *data, int target_fd);
+
 /// setfsuid(2) and setfsgid(2) (in <sys/fsuid.h>, which Swift's Glibc module leaves out):
 /// the previous ID. The parent-death signal, which the kernel clears on any change of
 /// credentials, is kept (and sent, if the parent ended meanwhile).
