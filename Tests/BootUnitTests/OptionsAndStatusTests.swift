@@ -31,6 +31,19 @@ struct OptionsAndStatusTests {
         }
     }
 
+    /// nspawn's --overlay forms: the last path is where the container sees it, the one before
+    /// it takes the changes; with two, UPPER is also the container's path; `+` is the image's.
+    @Test func overlaySyntax() throws {
+        typealias O = ContainerSpec.Overlay
+        #expect(try O.parse("/a:/b:/u:/d", readOnly: false).get() == O(lower: [.host("/a"), .host("/b")], upper: "/u", target: "/d", readOnly: false))
+        #expect(try O.parse("+/var::/var", readOnly: false).get() == O(lower: [.tree("/var")], upper: nil, target: "/var", readOnly: false))
+        #expect(try O.parse("/l:/u", readOnly: false).get() == O(lower: [.host("/l")], upper: "/u", target: "/u", readOnly: false))
+        #expect(try O.parse("/l:+/u", readOnly: true).get() == O(lower: [.host("/l"), .tree("/u")], upper: nil, target: "/u", readOnly: true))
+        #expect(try O.parse(#"/a\:b:/u\\x:/d"#, readOnly: false).get() == O(lower: [.host("/a:b")], upper: #"/u\x"#, target: "/d", readOnly: false))
+        #expect(O.workDirectory(upper: "/srv/up", run: "m1") == "/srv/.#up.imgboot-work-m1")
+        #expect(O.workDirectory(upper: "/up", run: "m1") == "/.#up.imgboot-work-m1")
+    }
+
     @Test func privateUsersSyntax() {
         #expect(PrivateUsers(parsing: "pick") == .pick && PrivateUsers(parsing: "yes") == .pick && PrivateUsers(parsing: "1") == .pick)
         #expect(PrivateUsers(parsing: "no") == .no && PrivateUsers(parsing: "off") == .no)
