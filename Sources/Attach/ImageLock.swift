@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CLinux
+import Support
 
 /// An image's locks: imgboot's own, and systemd-nspawn's. Shared while the image is used
 /// read-only, exclusive while it may be written: any number of read-only users may share an
@@ -128,8 +129,7 @@ final class NspawnLockFile {
         guard fstat(imageFD, &st) == 0 else { throw AttachError(image: image, .statImage, errno: errno) }
         var files: [NspawnLockFile] = []
         if let canonical = canonicalPath(of: imageFD), !canonical.hasPrefix("/dev/"), st.st_nlink > 0 {
-            let slash = canonical.lastIndex(of: "/") ?? canonical.startIndex
-            let local = String(canonical[..<slash]) + "/.#" + String(canonical[canonical.index(after: slash)...]) + ".lck"
+            let local = pathBeside(canonical) { ".#\($0).lck" }
             do {
                 files.append(try NspawnLockFile(path: local, exclusive: exclusive, image: image))
             } catch let error where !exclusive && error.errno == EROFS {

@@ -1,5 +1,6 @@
 import Dissect
 import Mount
+import Support
 
 /// What to run, and how: everything `imgboot run` and `imgboot boot` take from the command line.
 public struct ContainerSpec: Sendable {
@@ -333,10 +334,7 @@ public struct ContainerSpec: Sendable {
         /// The work directory of a host `upper`: beside it, named for it and this run (nspawn's
         /// `.#` prefix of a temporary file), made by imgboot and removed when the container ends.
         public static func workDirectory(upper: String, run: String) -> String {
-            let trimmed = upper.hasSuffix("/") ? String(upper.dropLast()) : upper
-            let slash = trimmed.lastIndex(of: "/") ?? trimmed.startIndex
-            let parent = trimmed[..<slash], name = trimmed[trimmed.index(after: slash)...]
-            return "\(parent)/.#\(name).imgboot-work-\(run)"
+            pathBeside(upper) { ".#\($0).imgboot-work-\(run)" }
         }
     }
 

@@ -218,12 +218,8 @@ public enum ImageFiles {
     /// "a/b/c" → ("a/b", "c"); "/c" → ("/", "c"); "c" → ("", "c"); a trailing "/" is dropped.
     /// No name for "/", "", "." or "..".
     static func split(_ path: String) -> (String, String?) {
-        var p = Substring(path)
-        while p.count > 1 && p.hasSuffix("/") { p = p.dropLast() }
-        guard let slash = p.lastIndex(of: "/") else { return ("", [".", "..", ""].contains(p) ? nil : String(p)) }
-        let name = String(p[p.index(after: slash)...])
-        let directory = slash == p.startIndex ? "/" : String(p[..<slash])
-        return (directory, [".", "..", ""].contains(name) ? nil : name)
+        let (directory, name) = splitPath(path)
+        return (directory ?? "", [".", "..", ""].contains(name) ? nil : name)
     }
 
     static func isEmptyDirectory(_ directory: Int32, _ name: String) -> Bool {

@@ -281,9 +281,8 @@ public struct MountRecord: Equatable, Sendable {
 /// The parent directory of `path` (absolute, canonical, not "/"), opened O_PATH, and the last
 /// component's name.
 func openParent(of path: String) throws(MountError) -> (fd: Int32, name: String) {
-    let slash = path.lastIndex(of: "/") ?? path.startIndex
-    let parentPath = slash == path.startIndex ? "/" : String(path[..<slash])
-    let name = String(path[path.index(after: slash)...])
+    let (directory, name) = splitPath(path)
+    let parentPath = directory ?? "/"
     let fd = open(parentPath, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_CLOEXEC)
     guard fd >= 0 else { throw MountError(image: path, .failed(operation: "open \(parentPath)", errno: errno)) }
     return (fd, name)

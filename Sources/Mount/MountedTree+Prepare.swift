@@ -128,9 +128,8 @@ extension MountedTree {
 
     /// The directory holding `path` (made first when missing), and the last component.
     private func parentCreating(_ path: String, top: Int32) throws(MountError) -> Located {
-        let slash = path.lastIndex(of: "/") ?? path.startIndex
-        let parentPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
-        let name = String(path[path.index(after: slash)...])
+        let (directory, name) = splitPath(path)
+        let parentPath = directory ?? "/"
         do {
             return Located(directory: try TreePath(root: top, path: parentPath, followFinal: true), name: name)
         } catch where error.errno == ENOENT && parentPath != "/" {
@@ -213,10 +212,9 @@ extension MountedTree {
     /// The directory that holds `path` and the name in it, when the tree has that directory and
     /// it is writable; nil otherwise (what was to change there is left as it is).
     private func writableParent(of path: String, top: Int32) -> Located? {
-        let slash = path.lastIndex(of: "/") ?? path.startIndex
-        let dirPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
-        guard let directory = try? TreePath(root: top, path: dirPath), !directory.isOnReadOnlyMount else { return nil }
-        return Located(directory: directory, name: String(path[path.index(after: slash)...]))
+        let (dirPath, name) = splitPath(path)
+        guard let directory = try? TreePath(root: top, path: dirPath ?? "/"), !directory.isOnReadOnlyMount else { return nil }
+        return Located(directory: directory, name: name)
     }
 
     /// See `MountPlan.FileContents.hostTimezoneLink`.
@@ -246,11 +244,9 @@ extension MountedTree {
     /// See `MountPlan.FileContents.hostCopy`.
     private func hostCopy(_ hostPath: String, at path: String, boundFrom: MountPlan.Place?, mode: mode_t, top: Int32) throws(MountError) {
         guard let content = readFile(hostPath) else { return }  // the host has none: nothing to copy
-        let slash = path.lastIndex(of: "/") ?? path.startIndex
-        let dirPath = path[..<slash].isEmpty ? "/" : String(path[..<slash])
-        let name = String(path[path.index(after: slash)...])
+        let (dirPath, name) = splitPath(path)
         // No /etc in the image: nothing there expects the file.
-        guard let directory = try? TreePath(root: top, path: dirPath) else { return }
+        guard let directory = try? TreePath(root: top, path: dirPath ?? "/") else { return }
         let dir = directory.fd
         var st = stat()
         let exists = fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0
@@ -473,8 +469,9 @@ extension MountedTree {
             data += ",upperdir=\(try keep(openAt(mounted, "upper"))),workdir=\(try keep(openAt(mounted, "work")))"
 
         case .host(let upperPath, let workPath):
-            let (parentPath, name) = splitLast(upperPath)
-            let workName = splitLast(workPath).name
+            let (directory, name) = splitPath(upperPath)
+            let parentPath = directory ?? "/"
+            let workName = splitPath(workPath).name
             let upperFD = try openHost(upperPath, "upper directory")
             held.append(upperFD)
             let parent = try openHost(parentPath, "upper directory's parent")
@@ -552,12 +549,6 @@ extension MountedTree {
         let fd = openat(dir, name, Int32(IMGBOOT_O_PATH) | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         guard fd >= 0 else { throw MountError(image: image, .failed(operation: "open \(name) for the overlay", errno: errno)) }
         return fd
-    }
-
-    private func splitLast(_ path: String) -> (parent: String, name: String) {
-        let slash = path.lastIndex(of: "/") ?? path.startIndex
-        let parent = String(path[..<slash])
-        return (parent.isEmpty ? "/" : parent, String(path[path.index(after: slash)...]))
     }
 }
 

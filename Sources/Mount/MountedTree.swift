@@ -306,10 +306,9 @@ public final class MountedTree {
         do {
             return try TreePath(root: top, path: path)
         } catch where error.errno == ENOENT && create && path != "/" {
-            let parentPath = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-            let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.startIndex)...])
+            let (parentPath, name) = splitPath(path)
             let parent: TreePath
-            do { parent = try TreePath(root: top, path: parentPath.isEmpty ? "/" : parentPath) } catch {
+            do { parent = try TreePath(root: top, path: parentPath ?? "/") } catch {
                 throw MountError(image: image, partition: partition, .other(describe(error)))
             }
             if parent.isOnReadOnlyMount { throw MountError(image: image, partition: partition, .missingMountPoint(path)) }

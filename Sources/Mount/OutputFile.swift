@@ -37,11 +37,8 @@ public final class OutputFile {
     /// A new file for `path`, in its directory (which must exist). A directory at `path` is
     /// refused before anything is written.
     public static func replacing(_ path: String, image: String) throws(MountError) -> OutputFile {
-        var trimmed = path
-        while trimmed.count > 1 && trimmed.hasSuffix("/") { trimmed.removeLast() }
-        let slash = trimmed.lastIndex(of: "/")
-        let directoryPath = slash.map { $0 == trimmed.startIndex ? "/" : String(trimmed[..<$0]) } ?? "."
-        let base = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+        let (parent, base) = splitPath(path)
+        let directoryPath = parent ?? "."
         func refuse(_ what: String) -> MountError { MountError(image: image, .other("\(path): \(what)")) }
         guard !base.isEmpty, base != ".", base != "..", !path.hasSuffix("/") else { throw refuse("not a file name") }
         let directory = open(directoryPath, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

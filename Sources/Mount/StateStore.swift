@@ -138,8 +138,8 @@ public enum StateStore {
     public static func write(
         _ record: JSON, to path: String, placement: Placement = .replace, locked: Bool = false, subject: String
     ) throws(MountError) -> Int32? {
-        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
-        let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.startIndex)...])
+        let (parent, name) = splitPath(path)
+        let directory = parent ?? "."
         let fd = open(directory, O_WRONLY | Int32(IMGBOOT_O_TMPFILE) | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw MountError(image: subject, .failed(operation: "create a file in \(directory)", errno: errno)) }
         func fail(_ operation: String, _ e: Int32) -> MountError {

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import Mount
+import Support
 
 struct OSReleaseTests {
     @Test func typicalFile() {
@@ -182,5 +183,22 @@ struct LoginShellTests {
     @Test(arguments: cases)
     func rootShell(_ c: Case) {
         #expect(LoginShell.parse(passwd: c.passwd) == c.shell)
+    }
+}
+
+/// The one place paths are split into a directory and a name (Support's `splitPath`).
+struct PathSplitTests {
+    @Test func directoriesAndNames() {
+        let cases: [(String, String?, String)] = [
+            ("/a/b", "/a", "b"), ("/b", "/", "b"), ("/a/b/", "/a", "b"), ("/a//", "/", "a"), ("/", "/", ""),
+            ("b", nil, "b"), ("a/b", "a", "b"), ("/a/..", "/a", ".."),
+        ]
+        for (path, directory, name) in cases {
+            let split = splitPath(path)
+            #expect(split.directory == directory && split.name == name, "\(path): \(split)")
+        }
+        #expect(pathBeside("/srv/img.raw") { ".#\($0).lck" } == "/srv/.#img.raw.lck")
+        #expect(pathBeside("/img.raw") { ".#\($0).lck" } == "/.#img.raw.lck")
+        #expect(pathBeside("img.raw") { ".#\($0).lck" } == ".#img.raw.lck")
     }
 }
