@@ -36,10 +36,9 @@ public enum ImageFiles {
         guard st.st_mode & S_IFMT == S_IFREG else {
             throw MountError(image: tree.image, .other("\(path): a directory in the image; `-` (standard output) takes a regular file"))
         }
-        do {
-            try readAll(fd) { chunk in try output.write(Array(chunk)) }
-        } catch {
-            throw MountError(image: tree.image, .failed(operation: "\(path): read", errno: error.errno))
+        // A failed read names the image's file; a failed write, the output (OutputFile's error).
+        try readChunks(fd, failure: { MountError(image: tree.image, .failed(operation: "\(path): read", errno: $0)) }) { (chunk) throws(MountError) in
+            try output.write(Array(chunk))
         }
         try output.commit()
     }

@@ -48,8 +48,8 @@ public enum TreeListing {
                 var digest: String? = nil, link: String? = nil
                 switch entry.stat.st_mode & S_IFMT {
                 case S_IFREG where entry.stat.st_size > 0:
-                    do throws(FileError) { digest = try sha256(entry) } catch {
-                        warn("\(TreeWalk.display(path, entry.path)): cannot read it (\(errnoString(error.errno))): no digest")
+                    do throws(SystemError) { digest = try sha256(entry) } catch {
+                        warn("\(TreeWalk.display(path, entry.path)): cannot read it (\(errnoString(error.code))): no digest")
                     }
                 case S_IFLNK:
                     if let target = readLink(entry) { link = escape(target) }
@@ -116,12 +116,12 @@ public enum TreeListing {
     }
 
     /// The SHA-256 of a regular file's contents, in hex.
-    static func sha256(_ entry: TreeWalk.Entry) throws(FileError) -> String {
+    static func sha256(_ entry: TreeWalk.Entry) throws(SystemError) -> String {
         let fd = openat(entry.parent, entry.name.cString, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)
-        guard fd >= 0 else { throw FileError(errno: errno) }
+        guard fd >= 0 else { throw SystemError(errno) }
         defer { close(fd) }
         var hasher = SHA256()
-        try readAll(fd) { hasher.update(bufferPointer: $0) }
+        try readChunks(fd, failure: SystemError.init) { (chunk) throws(SystemError) in hasher.update(bufferPointer: chunk) }
         return hasher.finalize().map { ($0 < 16 ? "0" : "") + String($0, radix: 16) }.joined()
     }
 
@@ -130,29 +130,6 @@ public enum TreeListing {
         let n = readlinkat(entry.parent, entry.name.cString, &buffer, buffer.count - 1)
         guard n >= 0 else { return nil }
         return buffer[0..<n].map { UInt8(bitPattern: $0) }
-    }
-}
-
-/// An errno from reading or writing a file's contents.
-public struct FileError: Error {
-    public let errno: Int32
-}
-
-/// Reads `fd` to its end in chunks of 64 KiB, handing each to `body`.
-func readAll(_ fd: Int32, _ body: (UnsafeRawBufferPointer) throws -> Void) throws(FileError) {
-    var buffer = [UInt8](repeating: 0, count: 64 << 10)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        if n < 0 { throw FileError(errno: errno) }
-        if n == 0 { return }
-        do {
-            try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
-        } catch let error as FileError {
-            throw error
-        } catch {
-            throw FileError(errno: EIO)
-        }
     }
 }
 

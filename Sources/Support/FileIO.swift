@@ -28,6 +28,21 @@ public func readAll(_ fd: Int32, limit: Int, at offset: off_t? = nil) throws(Sys
     return data
 }
 
+/// Reads `fd` to its end in chunks of 64 KiB (EINTR retried), handing each to `body`: for
+/// contents of any size (a file hashed, copied out of an image). A failed read throws
+/// `failure(errno)`; what `body` throws passes through as it is.
+public func readChunks<E: Error>(_ fd: Int32, failure: (Int32) -> E, _ body: (UnsafeRawBufferPointer) throws(E) -> Void) throws(E) {
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+    defer { buffer.deallocate() }
+    while true {
+        let n = read(fd, buffer.baseAddress, buffer.count)
+        if n < 0 && errno == EINTR { continue }
+        if n < 0 { throw failure(errno) }
+        if n == 0 { return }
+        try body(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+    }
+}
+
 /// Writes all of `bytes` to the blocking descriptor `fd`: short writes are continued and EINTR
 /// retried. Throws the errno of a failed write (EIO for a write of nothing).
 public func writeFully<C: Collection>(_ fd: Int32, _ bytes: C) throws(SystemError) where C.Element == UInt8 {
