@@ -174,11 +174,8 @@ public enum SyscallFilter {
 
     /// FNV-1a over what the compiled program depends on.
     static func cacheKey(_ capabilities: UInt64) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        func mix(_ text: String) {
-            for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-            hash = (hash ^ 0xff) &* 0x100_0000_01b3
-        }
+        var hash = FNV1a()
+        func mix(_ text: String) { hash.mix(field: text) }
         for (group, calls) in allowed { mix(group); calls.forEach(mix) }
         for (capability, calls) in allowedWithCapability { mix(String(capability)); calls.forEach(mix) }
         refused.forEach(mix)
@@ -193,7 +190,7 @@ public enum SyscallFilter {
         mix("arm64")
         #endif
         mix("optimize=2")
-        return hash
+        return hash.value
     }
 
     /// A cached program, if it is one of root's own files nobody else could have written.

@@ -92,7 +92,7 @@ public final class UserRangeLease {
             return lease
         case .pick:
             let slots = (UserRange.pickLast - UserRange.pickFirst) / UserRange.size
-            var slot = fnv1a(machine) % slots
+            var slot = UInt32(FNV1a.hash(machine) % UInt64(slots))
             for _ in 0..<256 {
                 let range = UserRange(base: UserRange.pickFirst + slot * UserRange.size, count: UserRange.size)
                 if hostOwner(in: range) == nil, let lease = try take(range) { return lease }
@@ -156,12 +156,6 @@ public final class UserRangeLease {
             }
         }
         return nil
-    }
-
-    private static func fnv1a(_ text: String) -> UInt32 {
-        var hash: UInt32 = 0x811c_9dc5
-        for byte in text.utf8 { hash = (hash ^ UInt32(byte)) &* 0x0100_0193 }
-        return hash
     }
 }
 

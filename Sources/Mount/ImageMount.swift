@@ -253,9 +253,7 @@ public struct MountRecord: Equatable, Sendable {
 
     /// The record's file for a mount directory (its canonical path, hashed).
     static func file(for directory: String) -> String {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in directory.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        return StateStore.trees + "/" + String(hash, radix: 16)
+        StateStore.trees + "/" + String(FNV1a.hash(directory), radix: 16)
     }
 
     /// Writes the record into the store.

@@ -1,3 +1,5 @@
+import Support
+
 /// `--shard I/N`: the I-th of N shares of the images, for a CI matrix of N jobs.
 ///
 /// An image belongs to shard `FNV-1a-64(file name) mod N + 1`, its file name being the path's
@@ -29,16 +31,7 @@ public struct Shard: Sendable, Equatable, CustomStringConvertible {
     /// The images of this shard, in the order given.
     public func select(_ images: [String]) -> [String] { images.filter(contains) }
 
-    /// FNV-1a, 64 bits: simple enough to compute anywhere (a CI script may want to know which
-    /// job tests an image), and stable across Swift versions, unlike `Hasher`.
-    static func hash(_ text: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        return hash
-    }
+    static func hash(_ text: String) -> UInt64 { FNV1a.hash(text) }
 
     private func fileName(_ path: String) -> String {
         String(path.split(separator: "/").last ?? Substring(path))
