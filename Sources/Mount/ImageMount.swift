@@ -215,15 +215,23 @@ public struct MountRecord: Equatable, Sendable {
         try StateStore.prepare([.trees], subject: subject)
         return try StateStore.withLock(StateStore.treesLock, subject: subject, stop: stop) { () -> MountRecord? in
             StateStore.removeAbandonedTemporaries(in: StateStore.trees)
-            let table = MountTable.current()
             let namespace = currentNamespace()
+            // The mount table is read once, and only when a record is there to check against it
+            // (most runs find none).
+            var table: MountTable?
             var found: MountRecord?
             for name in StateStore.names(in: StateStore.trees) {
                 let path = StateStore.trees + "/" + name
                 // A file that is no record of this format (an older imgboot's) is left alone.
                 guard let record = StateStore.read(path).flatMap(MountRecord.init(json:)) else { continue }
-                let mounted = record.namespace == namespace ? record.isMounted(in: table)
-                    : record.namespace.map(namespaceIsInUse) ?? true
+                let mounted: Bool
+                if record.namespace == namespace {
+                    let current = table ?? MountTable.current()
+                    table = current
+                    mounted = record.isMounted(in: current)
+                } else {
+                    mounted = record.namespace.map(namespaceIsInUse) ?? true
+                }
                 guard mounted else {
                     unlink(path)
                     continue
