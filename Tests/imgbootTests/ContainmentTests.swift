@@ -233,6 +233,35 @@ struct ContainmentTests {
         #expect(image.isUnchanged)
     }
 
+    /// Swap: the container turns on a real swap file of the host's (bound in, writable), which
+    /// the host itself can turn on (the control): the host's /proc/swaps never lists it.
+    @Test(arguments: ["pick", "no"])
+    func swapIsNotTurnedOn(users: String) throws {
+        let attacker = try Attacker.bind()
+        let image = try ImageCopy("basic")
+        let swap = image.directory + "/swap"
+        #expect(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
+        chmod(swap, 0o600)
+        #expect(Harness.run(["/sbin/mkswap", swap]).status == 0)
+        // Counted, not looked up by name: a file turned on in another mount namespace shows
+        // under the path of a mount the host does not have ("/"). An active swap file cannot
+        // be removed, so it can always be turned off by its own path.
+        func swaps() -> Int { ((try? String(contentsOfFile: "/proc/swaps", encoding: .utf8)) ?? "").split(separator: "\n").count }
+        let before = swaps()
+        func isOn() -> Bool { swaps() > before }
+        let control = Harness.run([try Attacker.binary.get(), "swapon", swap])
+        let controlWorked = control.stdout == "swapon: ok\n" && isOn()
+        _ = Harness.run(["/sbin/swapoff", swap])
+        try #require(controlWorked && !isOn(), "the control could not turn the swap file on (or off) on the host: \(control.stdout)")
+
+        let out = try image.run([attacker.option, "--bind=\(swap):/tmp/swap", "--private-users=\(users)"], ["/tmp/attacker", "swapon", "/tmp/swap"])
+        let turnedOn = isOn()
+        if turnedOn { _ = Harness.run(["/sbin/swapoff", swap]) }
+        #expect(!turnedOn, "the container turned on swap on the host: \(out.stdout)")
+        #expect(out.stdout == "swapon: EPERM\n", "\(out.stdout)\(out.stderr)")
+        #expect(image.isUnchanged)
+    }
+
     /// The rest of the filter's list, with arguments the kernel would otherwise answer
     /// differently (the control: the same program on the host, where none is EPERM), the audit
     /// socket, and a system call on no list: ENOSYS, so that a program falls back as on an older
