@@ -3,6 +3,7 @@ import Glibc
 #endif
 import CLinux
 import Mount
+import Support
 
 /// The container's console as imgboot relays it: a pty whose slave is the container's
 /// /dev/console (and its standard streams), and whose master imgboot reads and writes — or,
@@ -60,6 +61,7 @@ final class Console {
             mode = streams == 0 ? nil : (ttys[0] ? .interactive : .readOnly)
             outputFD = ttys[1] ? 1 : 2
         }
+        try refuseDirectoryStreams(passed: boot ? 0 : 7 & ~streams, subject: image)
         guard let mode else {
             return Console(mode: nil, master: -1, slave: -1, terminalType: "dumb", streams: 0, outputFD: 1)
         }
@@ -76,6 +78,22 @@ final class Console {
         console.forwardWindowSize()
         if mode == .interactive && ttys[0] { console.makeRaw() }
         return console
+    }
+
+    /// The standard streams a container gets as they are (`passed`, a bit per stream) must not
+    /// be directories: through one (`/proc/self/fd/0/..`) the container would walk the host's
+    /// whole filesystem, past its root. (A file, a pipe, a socket or a device leads nowhere but
+    /// to itself.)
+    static func refuseDirectoryStreams(passed: Int32, subject: String) throws(BootError) {
+        for fd: Int32 in 0...2 where passed & (1 << fd) != 0 {
+            var st = stat()
+            guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFDIR else { continue }
+            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+            let path = n > 0 ? " (\(printable(bytes: buffer[0..<n].map { UInt8(bitPattern: $0) })))" : ""
+            let stream = ["standard input", "standard output", "standard error"][Int(fd)]
+            throw BootError(image: subject, "\(stream) is a directory of the host\(path): the container would reach the host's files through it; give it a file, a pipe or a terminal")
+        }
     }
 
     /// Makes the pty the container's: owned by its root and its `tty` group (5), as the host

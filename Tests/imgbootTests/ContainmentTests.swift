@@ -283,6 +283,32 @@ struct ContainmentTests {
         #expect(image.isUnchanged)
     }
 
+    /// A standard stream that is a directory of the host (`imgboot run … < DIR`, or a CI runner
+    /// that hands its child a directory): through `/proc/self/fd/0` the container would read
+    /// that directory, and through its `..` the host's whole filesystem. `run` and `enter` refuse
+    /// such a stream before anything starts: the secret beside it stays unread.
+    @Test(arguments: ["pick", "no"])
+    func directoryStreamLeadsNowhere(users: String) throws {
+        let image = try ImageCopy("basic")
+        let directory = image.directory + "/stream"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let secret = "host-secret-\(UUID().uuidString)"
+        try secret.write(toFile: image.directory + "/secret", atomically: false, encoding: .utf8)
+        let deed = "cat /proc/self/fd/0/../secret; ls /proc/self/fd/0/../"
+        let run = Harness.run(["/bin/sh", "-c", "exec \"$0\" run --private-users=\(users) \"$1\" -- sh -c \"$2\" < \"$3\"",
+                               Harness.binary, image.path, deed, directory])
+        image.leftovers.expectNone(imageUnchanged: true)
+        #expect(!run.stdout.contains(secret) && !run.stdout.contains("stream"), "the container read the host's directory: \(run.stdout)")
+        Hardening.expectOwnFailure(run, image: image.path, "standard input is a directory of the host (\(directory)): the container would reach the host's files through it; give it a file, a pipe or a terminal")
+
+        let running = try Running(image, options: ["--private-users=\(users)"], ["sleep", "100"], commandName: "sleep")
+        let enter = Harness.run(["/bin/sh", "-c", "exec \"$0\" enter \"$1\" -- sh -c \"$2\" < \"$3\"",
+                                 Harness.binary, image.machine, deed, directory])
+        running.stop()
+        #expect(!enter.stdout.contains(secret) && !enter.stdout.contains("stream"), "the container read the host's directory: \(enter.stdout)")
+        #expect(enter.status == 125 && enter.stderr.contains("standard input is a directory of the host"), "\(enter.status) \(enter.stderr)")
+    }
+
     // MARK: 5: joining a running container
 
     /// Item 5: a hostile container lies in wait for the next process to appear in it, seizes it
