@@ -386,6 +386,38 @@ struct ContainmentTests {
         #expect(Attacker.lines(out.stdout, "/proc/keys (masked): ") == ["/proc/keys (masked): 0 lines"], "\(out.stdout)")
     }
 
+    /// Items 4 and 8 for what `enter` starts: a process joined to a running machine by a caller
+    /// with a secret key in its session keyring and in root's user keyring tries to read them,
+    /// and to turn on a real swap file of the host's. Its keyring and filter are the
+    /// container's: no key is read (the secret appears nowhere), the host's /proc/swaps does not
+    /// grow.
+    @Test(arguments: ["pick", "no"])
+    func enteredProcessesAreAsContained(users: String) throws {
+        let attacker = try Attacker.bind()
+        let image = try ImageCopy("basic")
+        let swap = image.directory + "/swap"
+        #expect(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
+        chmod(swap, 0o600)
+        #expect(Harness.run(["/sbin/mkswap", swap]).status == 0)
+        func swaps() -> Int { ((try? String(contentsOfFile: "/proc/swaps", encoding: .utf8)) ?? "").split(separator: "\n").count }
+        let before = swaps()
+        let running = try Running(image, options: [attacker.option, "--bind=\(swap):/tmp/swap", "--private-users=\(users)"],
+                                  ["sleep", "100"], commandName: "sleep")
+        let secret = "key-secret-\(UUID().uuidString.prefix(12))"
+        let keys = Harness.run([attacker.path, "keyring-host", "imgboot-test-\(image.machine)", secret, "--",
+                                Harness.binary, "enter", image.machine, "--", "/tmp/attacker", "keys", "@SESSION@", "@USER@"])
+        let swapon = Harness.run([Harness.binary, "enter", image.machine, "--", "/tmp/attacker", "swapon", "/tmp/swap"])
+        let turnedOn = swaps() > before
+        if turnedOn { _ = Harness.run(["/sbin/swapoff", swap]) }
+        running.stop()
+        #expect(keys.status == 0, "\(keys.stderr)")
+        #expect(!keys.stdout.contains(secret), "the entered process read the caller's key: \(keys.stdout)")
+        #expect(Attacker.lines(keys.stdout, "keyctl read").count == 2 && Attacker.lines(keys.stdout, "keyctl").allSatisfy { $0.hasSuffix(": EPERM") },
+                "\(keys.stdout)\(keys.stderr)")
+        #expect(!turnedOn, "the entered process turned on swap on the host: \(swapon.stdout)")
+        #expect(swapon.stdout == "swapon: EPERM\n", "\(swapon.stdout)\(swapon.stderr)")
+    }
+
     // MARK: Gaps of the earlier tests
 
     /// The IPC namespace is the container's own: a System V message queue of the host's is not
