@@ -44,6 +44,19 @@ enum Attacker {
         return (path, "--bind-ro=\(path):/tmp/attacker")
     }
 
+    /// The host's audit trail: the kernel's log, where audit messages go when no audit daemon
+    /// takes them (AUDIT_USER_AVC even with auditing off), and the audit daemon's log.
+    static func hostAuditTrail() -> String {
+        Harness.run(["/bin/dmesg"]).stdout + ((try? String(contentsOfFile: "/var/log/audit/audit.log", encoding: .utf8)) ?? "")
+    }
+
+    /// Runs `audit MARKER` of an attacker on the host — the control of the audit attacks — and
+    /// says whether the host's audit trail took its message through socket().
+    static func auditControl(_ attacker: String, _ marker: String) -> (out: Harness.Output, logged: Bool) {
+        let out = Harness.run([attacker, "audit", marker])
+        return (out, Harness.waitUntil(upTo: 2) { hostAuditTrail().contains("'\(marker) through socket'") })
+    }
+
     /// The lines the attacker printed that start with `prefix`.
     static func lines(_ output: String, _ prefix: String) -> [String] {
         output.split(separator: "\n").map(String.init).filter { $0.hasPrefix(prefix) }

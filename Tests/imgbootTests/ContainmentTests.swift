@@ -309,6 +309,34 @@ struct ContainmentTests {
         #expect(enter.status == 125 && enter.stderr.contains("standard input is a directory of the host"), "\(enter.status) \(enter.stderr)")
     }
 
+    /// The audit socket the filter refuses, for what it reaches: the host's audit trail. The
+    /// container opens it — plainly, and with the upper halves of family and protocol set, which
+    /// the kernel ignores (they are ints) and the filter once compared — and sends a user message
+    /// through each; neither is in the host's audit trail. Control: from the host, both are,
+    /// before and after the attack. Without a user namespace: with one, the kernel refuses
+    /// audit messages itself. (The other ABIs: `I386ABI`, `X32ABI`.)
+    @Test func auditTrailStaysTheHosts() throws {
+        let attacker = try Attacker.bind()
+        let image = try ImageCopy("basic")
+        let marker = "imgboot-test-\(image.machine)"
+        let before = Attacker.auditControl(attacker.path, marker + "-control")
+        if !before.logged {
+            try Test.cancel("the host's audit trail (kernel log, /var/log/audit/audit.log) takes no user message, even from the host: \(before.out.stdout)")
+        }
+        let upperHalvesIgnored = Attacker.hostAuditTrail().contains("'\(marker)-control through socket, upper halves set'")
+        try #require(upperHalvesIgnored, "the kernel does not ignore the upper halves: \(before.out.stdout)")
+        let out = try image.run([attacker.option, "--private-users=no"], ["/tmp/attacker", "audit", marker])
+        let after = Attacker.auditControl(attacker.path, marker + "-control-after")
+        try #require(after.logged, "the host's audit trail took no message after the attack (rate-limited?): \(after.out.stdout)")
+        let trail = Attacker.hostAuditTrail()
+        for way in ["socket", "socket, upper halves set"] {
+            let written = trail.contains("'\(marker) through \(way)'")
+            #expect(!written, "the container wrote the host's audit trail through \(way): \(out.stdout)")
+            #expect(Attacker.lines(out.stdout, "audit socket through \(way):").count == 1, "\(out.stdout)\(out.stderr)")
+        }
+        #expect(image.isUnchanged)
+    }
+
     // MARK: 5: joining a running container
 
     /// Item 5: a hostile container lies in wait for the next process to appear in it, seizes it

@@ -199,8 +199,10 @@ struct HarnessError: Error, CustomStringConvertible {
 final class ScratchDirectory {
     let path: String
 
-    init(_ prefix: String = "imgboot-test") throws {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))").path
+    /// In `parent`, or in the temporary directory (/tmp).
+    init(_ prefix: String = "imgboot-test", in parent: String? = nil) throws {
+        let base = parent.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
+        path = base.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))").path
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
     }
 

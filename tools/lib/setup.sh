@@ -26,6 +26,7 @@ base_packages=(
                                               # the hardening tests, inspect's peak RSS
     strace bsdutils libc6-dev                 # hardening tests: stages held by strace, script(1)'s
                                               # pty, a static payload for containers
+    gcc-multilib                              # containment tests: a static i386 attacker (cc -m32)
     man-db zsh fish                           # tools/install's test: its manual pages render and
                                               # its completions load and complete in each shell
 )
