@@ -1,6 +1,7 @@
-/// The capability bounding set of a container: what systemd-nspawn keeps by default, and
-/// nothing else (no CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_TIME, CAP_BPF, CAP_SYS_PACCT,
-/// CAP_MAC_*, CAP_IPC_LOCK, CAP_SYSLOG, CAP_WAKE_ALARM, CAP_BLOCK_SUSPEND, CAP_PERFMON, …).
+/// The capability bounding set of a container: what systemd-nspawn keeps by default but the
+/// audit capabilities, and nothing else (no CAP_SYS_MODULE, CAP_SYS_RAWIO, CAP_SYS_TIME,
+/// CAP_BPF, CAP_SYS_PACCT, CAP_MAC_*, CAP_IPC_LOCK, CAP_SYSLOG, CAP_WAKE_ALARM,
+/// CAP_BLOCK_SUSPEND, CAP_PERFMON, …).
 public enum Capabilities {
     /// Capability numbers (linux/capability.h).
     public static let names: [Int: String] = [
@@ -19,11 +20,21 @@ public enum Capabilities {
         0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 18, 19, 21, 22, 23, 24, 26, 27, 28, 29, 30, 31,
     ]
 
+    /// CAP_AUDIT_WRITE and CAP_AUDIT_CONTROL: nspawn keeps them, imgboot does not. Their only use
+    /// is the audit netlink socket, which the filter refuses (EAFNOSUPPORT, as nspawn's does) —
+    /// but i386's socketcall() opens sockets with its arguments in memory, where no filter can
+    /// look: without a user namespace, root in the container would write (and, with
+    /// CAP_AUDIT_CONTROL, reconfigure) the host's audit trail. Without them the kernel refuses.
+    public static let audit = [29, 30]
+
+    /// What a container keeps by default.
+    public static let containerDefault = nspawnDefault.filter { !audit.contains($0) }
+
     /// CAP_NET_ADMIN, kept only with a private network (as nspawn does).
     public static let netAdmin = 12
 
     /// The bounding set to keep, as a bit mask.
     public static func keep(privateNetwork: Bool) -> UInt64 {
-        (nspawnDefault + (privateNetwork ? [netAdmin] : [])).reduce(0) { $0 | (1 << UInt64($1)) }
+        (containerDefault + (privateNetwork ? [netAdmin] : [])).reduce(0) { $0 | (1 << UInt64($1)) }
     }
 }

@@ -243,24 +243,22 @@ struct ContainmentTests {
         #expect(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
         chmod(swap, 0o600)
         #expect(Harness.run(["/sbin/mkswap", swap]).status == 0)
-        // Counted, not looked up by name: a file turned on in another mount namespace shows
-        // under the path of a mount the host does not have ("/"). An active swap file cannot
-        // be removed, so it can always be turned off by its own path.
-        func swaps() -> Int { ((try? String(contentsOfFile: "/proc/swaps", encoding: .utf8)) ?? "").split(separator: "\n").count }
-        let before = swaps()
-        func isOn() -> Bool { swaps() > before }
         let control = Harness.run([try Attacker.binary.get(), "swapon", swap])
-        let controlWorked = control.stdout == "swapon: ok\n" && isOn()
-        _ = Harness.run(["/sbin/swapoff", swap])
-        try #require(controlWorked && !isOn(), "the control could not turn the swap file on (or off) on the host: \(control.stdout)")
+        try #require(control.stdout == "swapon: ok\n" && Self.turnOffSwap(swap), "the control could not turn the swap file on (and off) on the host: \(control.stdout)")
 
         let out = try image.run([attacker.option, "--bind=\(swap):/tmp/swap", "--private-users=\(users)"], ["/tmp/attacker", "swapon", "/tmp/swap"])
-        let turnedOn = isOn()
-        if turnedOn { _ = Harness.run(["/sbin/swapoff", swap]) }
+        let turnedOn = Self.turnOffSwap(swap)
         #expect(!turnedOn, "the container turned on swap on the host: \(out.stdout)")
         #expect(out.stdout == "swapon: EPERM\n", "\(out.stdout)\(out.stderr)")
         #expect(image.isUnchanged)
     }
+
+    /// Whether the host swaps on the file `path`, which is then turned off: the kernel's own word
+    /// (swapoff succeeds only for an active swap area). Not /proc/swaps's names: a file turned on
+    /// in another mount namespace shows under a mount the host does not have ("/"); and not its
+    /// count, which tests running at once change. An active swap file cannot be removed, so its
+    /// path still leads to it.
+    static func turnOffSwap(_ path: String) -> Bool { Harness.run(["/sbin/swapoff", path]).status == 0 }
 
     /// The rest of the filter's list, with arguments the kernel would otherwise answer
     /// differently (the control: the same program on the host, where none is EPERM), the audit
@@ -427,16 +425,13 @@ struct ContainmentTests {
         #expect(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
         chmod(swap, 0o600)
         #expect(Harness.run(["/sbin/mkswap", swap]).status == 0)
-        func swaps() -> Int { ((try? String(contentsOfFile: "/proc/swaps", encoding: .utf8)) ?? "").split(separator: "\n").count }
-        let before = swaps()
         let running = try Running(image, options: [attacker.option, "--bind=\(swap):/tmp/swap", "--private-users=\(users)"],
                                   ["sleep", "100"], commandName: "sleep")
         let secret = "key-secret-\(UUID().uuidString.prefix(12))"
         let keys = Harness.run([attacker.path, "keyring-host", "imgboot-test-\(image.machine)", secret, "--",
                                 Harness.binary, "enter", image.machine, "--", "/tmp/attacker", "keys", "@SESSION@", "@USER@"])
         let swapon = Harness.run([Harness.binary, "enter", image.machine, "--", "/tmp/attacker", "swapon", "/tmp/swap"])
-        let turnedOn = swaps() > before
-        if turnedOn { _ = Harness.run(["/sbin/swapoff", swap]) }
+        let turnedOn = Self.turnOffSwap(swap)
         running.stop()
         #expect(keys.status == 0, "\(keys.stderr)")
         #expect(!keys.stdout.contains(secret), "the entered process read the caller's key: \(keys.stdout)")
