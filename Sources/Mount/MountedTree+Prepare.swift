@@ -452,7 +452,8 @@ extension MountedTree {
             // A tmpfs of its own, its upper directory as the top layer's (mode and owner).
             let place = MountPlan.Place.staging("\(staging)-rw")
             let rw = try open(place, create: true, partition: nil)
-            var options = ["mode=0755"]
+            // Bounded as the volatile modes' tmpfs are: a container cannot take the host's memory.
+            var options = ["mode=0755"] + MountPlan.tmpfsLimits
             if let owner { options += ["uid=\(owner.uid)", "gid=\(owner.gid)"] }
             try mount(source: "tmpfs", on: rw, fsType: "tmpfs", options: options.joined(separator: ","),
                       step: step, what: "mount a tmpfs for the overlay on \(path)")
