@@ -89,6 +89,11 @@ public enum Container {
         clock.lap("prepare")
         try signals.checkpoint(image)
 
+        // Overlays' work directories beside host directories: removed once the container (and
+        // its mount namespace, with the overlays) is gone — after the child is, whichever way.
+        var workDirectories: [String] = []
+        defer { MountedTree.removeWorkDirectories(workDirectories, logger: logger) }
+
         // The child starts first, in namespaces of its own, and waits. Its mount namespace (a
         // copy of ours) is where the tree is mounted — the host never sees it, and it goes with
         // the child, all at once — and its user namespace, once mapped, is what the image's
@@ -117,10 +122,6 @@ public enum Container {
             throw BootError(image: image, "open the container's user namespace", errno: errno)
         }
         var go = UInt8(IMGBOOT_GO)
-        // Overlays' work directories beside host directories: removed once the container (and
-        // its mount namespace, with the overlays) is gone.
-        var workDirectories: [String] = []
-        defer { MountedTree.removeWorkDirectories(workDirectories, logger: logger) }
         let notify = Descriptor(try UserNamespaceSetup.inMountNamespace(of: child.pid, subject: image, logger: logger) { () throws -> Int32 in
             guard mount(nil, "/", nil, UInt(MS_REC | MS_SLAVE), nil) == 0 else {
                 throw BootError(image: image, "make the container's mount namespace a slave", errno: errno)
