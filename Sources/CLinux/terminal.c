@@ -3,6 +3,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -133,4 +137,56 @@ int imgboot_spawn_tied(const char *path, char *const argv[], char *const envp[],
         _exit(127);
     execve(path, argv, envp);
     _exit(127);
+}
+
+struct watch {
+    int pidfd;
+    int signal;
+    int error;  // the thread's unshare(CLONE_FS): 0 or its errno
+    sem_t started;
+};
+
+static void *watch(void *argument) {
+    struct watch *w = argument;
+    int pidfd = w->pidfd, signal = w->signal;
+    int error = unshare(CLONE_FS) < 0 ? errno : 0;
+    w->error = error;
+    sem_post(&w->started);  // *w is gone from here on
+    if (error)
+        return NULL;
+    struct pollfd ended = { .fd = pidfd, .events = POLLIN };
+    int n;
+    do
+        n = poll(&ended, 1, -1);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+        kill(getpid(), signal);
+    return NULL;
+}
+
+int imgboot_signal_when_ends(int pidfd, int signal) {
+    struct watch w = { .pidfd = pidfd, .signal = signal };
+    if (sem_init(&w.started, 0, 0) < 0)
+        return -1;
+    // The thread starts with every signal blocked (it inherits this thread's mask).
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attributes, watch, &w);
+    pthread_attr_destroy(&attributes);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) {
+        while (sem_wait(&w.started) < 0 && errno == EINTR) {
+        }
+    }
+    sem_destroy(&w.started);
+    if (rc != 0 || w.error != 0) {
+        errno = rc != 0 ? rc : w.error;
+        return -1;
+    }
+    return 0;
 }

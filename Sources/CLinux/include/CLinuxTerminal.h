@@ -43,6 +43,14 @@ int imgboot_random(void *buffer, unsigned long length);
 /// child's PID; a failure between fork and exec ends the child with status 127.
 int imgboot_spawn_tied(const char *path, char *const argv[], char *const envp[], int out, int err, int death_signal);
 
+/// Sends `signal` to the calling process when the process of `pidfd` ends (how smoke's children
+/// end with smoke: see Smoke's EndWithSmoke.swift). A thread of its own waits for it: one that
+/// blocks every signal, so that they still go where the process expects them (a signalfd), and
+/// that has filesystem attributes of its own (unshare(CLONE_FS)), so that the process can still
+/// join a mount namespace — setns(CLONE_NEWNS) refuses a process whose threads share them.
+/// The thread keeps `pidfd`. Returns 0 once it waits.
+int imgboot_signal_when_ends(int pidfd, int signal);
+
 /// Sets the window size of terminal `fd` (TIOCSWINSZ): `rows` lines of `columns` characters.
 int imgboot_set_window_size(int fd, unsigned short rows, unsigned short columns);
 
