@@ -9,8 +9,8 @@
 #include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -110,33 +110,10 @@ int imgboot_pidfd_wait(int pidfd, int nohang, int *code, int *killed) {
 
 int imgboot_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+int imgboot_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
 int imgboot_random(void *buffer, unsigned long length) {
     return getrandom(buffer, length, 0) == (ssize_t)length ? 0 : -1;
-}
-
-/// dup2, but also for a descriptor already in place (whose close-on-exec dup2 would keep).
-static int onto(int fd, int target) {
-    return fd == target ? fcntl(fd, F_SETFD, 0) : dup2(fd, target);
-}
-
-int imgboot_spawn_tied(const char *path, char *const argv[], char *const envp[], int out, int err, int death_signal) {
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    // Only async-signal-safe calls from here: the parent has other threads.
-    if (prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0) < 0 || getppid() != parent)
-        _exit(127);  // (the parent ended before the death signal was set up)
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (onto(out, 1) < 0 || onto(err, 2) < 0)
-        _exit(127);
-    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null < 0 || onto(null, 0) < 0)
-        _exit(127);
-    execve(path, argv, envp);
-    _exit(127);
 }
 
 struct watch {
