@@ -41,8 +41,7 @@ int imgboot_attach_detached(int mnt, int userns_fd, uint64_t attributes, int tar
 int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int target_fd);
 
 /// setfsuid(2) and setfsgid(2) (in <sys/fsuid.h>, which Swift's Glibc module leaves out):
-/// the previous ID. The parent-death signal, which the kernel clears on any change of
-/// credentials, is kept (and sent, if the parent ended meanwhile).
+/// the previous ID.
 int imgboot_setfsuid(uint32_t uid);
 int imgboot_setfsgid(uint32_t gid);
 
