@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 //
 // imgboot: dissect, mount and boot raw disk images. The pipeline's stages are library
 // targets; an arrow only points down the pipeline (Mount may use Dissect, never the reverse).
@@ -15,6 +15,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         // SHA-256 for `ls --mtree` (BoringSSL, linked statically: no library to load at start-up).
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // Smoke's child processes: spawning them, streaming their output, waiting for them.
+        // Without its default trait (SubprocessFoundation): smoke needs no Foundation types.
+        .package(url: "https://github.com/swiftlang/swift-subprocess", from: "1.0.2", traits: []),
+        // FilePath, as swift-subprocess names an executable.
+        .package(url: "https://github.com/apple/swift-system", from: "1.5.0"),
     ],
     targets: [
         // C libraries and the syscalls Swift cannot reach.
@@ -63,7 +68,14 @@ let package = Package(
         .plugin(name: "EmbedContainerInit", capability: .buildTool()),
 
         // Smoke drives imgboot's own commands as child processes; it looks into no image itself.
-        .target(name: "Smoke", dependencies: ["Support", "Dissect", "Boot", "CLinux"]),
+        .target(
+            name: "Smoke",
+            dependencies: [
+                "Support", "Dissect", "Boot", "CLinux",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
 
         // The command-line tool: thin, one file per subcommand.
         .executableTarget(

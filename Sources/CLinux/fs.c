@@ -8,9 +8,7 @@
 #include <stddef.h>
 #include <linux/magic.h>
 #include <sched.h>
-#include <signal.h>
 #include <stdio.h>
-#include <sys/prctl.h>
 #include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -216,26 +214,8 @@ int imgboot_is_cgroup2(const char *path) {
     return fs.f_type == CGROUP2_SUPER_MAGIC;
 }
 
-/// Any change of credentials, setfsuid's included, clears the parent-death signal (the
-/// kernel's commit_creds): `change` is made with it put back after, and if the parent ended
-/// while it was cleared, it is sent now — smoke starts imgboot with SIGTERM as its
-/// parent-death signal, and a machine must not outlive a smoke that was killed. Returns what
-/// `change` returns (the previous ID).
-static int keeping_parent_death_signal(int (*change)(unsigned int), uint32_t id) {
-    int sig = 0;
-    prctl(PR_GET_PDEATHSIG, &sig, 0, 0, 0);
-    pid_t parent = getppid();
-    int previous = change(id);
-    if (sig > 0) {
-        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0);
-        if (getppid() != parent)
-            kill(getpid(), sig);
-    }
-    return previous;
-}
+int imgboot_setfsuid(uint32_t uid) { return setfsuid(uid); }
 
-int imgboot_setfsuid(uint32_t uid) { return keeping_parent_death_signal(setfsuid, uid); }
-
-int imgboot_setfsgid(uint32_t gid) { return keeping_parent_death_signal(setfsgid, gid); }
+int imgboot_setfsgid(uint32_t gid) { return setfsgid(gid); }
 
 int imgboot_syncfs(int fd) { return syncfs(fd); }

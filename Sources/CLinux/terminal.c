@@ -3,10 +3,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <semaphore.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
@@ -106,31 +110,60 @@ int imgboot_pidfd_wait(int pidfd, int nohang, int *code, int *killed) {
 
 int imgboot_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+int imgboot_eventfd(void) { return eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+
 int imgboot_random(void *buffer, unsigned long length) {
     return getrandom(buffer, length, 0) == (ssize_t)length ? 0 : -1;
 }
 
-/// dup2, but also for a descriptor already in place (whose close-on-exec dup2 would keep).
-static int onto(int fd, int target) {
-    return fd == target ? fcntl(fd, F_SETFD, 0) : dup2(fd, target);
+struct watch {
+    int pidfd;
+    int signal;
+    int error;  // the thread's unshare(CLONE_FS): 0 or its errno
+    sem_t started;
+};
+
+static void *watch(void *argument) {
+    struct watch *w = argument;
+    int pidfd = w->pidfd, signal = w->signal;
+    int error = unshare(CLONE_FS) < 0 ? errno : 0;
+    w->error = error;
+    sem_post(&w->started);  // *w is gone from here on
+    if (error)
+        return NULL;
+    struct pollfd ended = { .fd = pidfd, .events = POLLIN };
+    int n;
+    do
+        n = poll(&ended, 1, -1);
+    while (n < 0 && errno == EINTR);
+    if (n > 0)
+        kill(getpid(), signal);
+    return NULL;
 }
 
-int imgboot_spawn_tied(const char *path, char *const argv[], char *const envp[], int out, int err, int death_signal) {
-    pid_t parent = getpid();
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    // Only async-signal-safe calls from here: the parent has other threads.
-    if (prctl(PR_SET_PDEATHSIG, death_signal, 0, 0, 0) < 0 || getppid() != parent)
-        _exit(127);  // (the parent ended before the death signal was set up)
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    if (onto(out, 1) < 0 || onto(err, 2) < 0)
-        _exit(127);
-    int null = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (null < 0 || onto(null, 0) < 0)
-        _exit(127);
-    execve(path, argv, envp);
-    _exit(127);
+int imgboot_signal_when_ends(int pidfd, int signal) {
+    struct watch w = { .pidfd = pidfd, .signal = signal };
+    if (sem_init(&w.started, 0, 0) < 0)
+        return -1;
+    // The thread starts with every signal blocked (it inherits this thread's mask).
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attributes, watch, &w);
+    pthread_attr_destroy(&attributes);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == 0) {
+        while (sem_wait(&w.started) < 0 && errno == EINTR) {
+        }
+    }
+    sem_destroy(&w.started);
+    if (rc != 0 || w.error != 0) {
+        errno = rc != 0 ? rc : w.error;
+        return -1;
+    }
+    return 0;
 }

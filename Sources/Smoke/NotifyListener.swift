@@ -12,7 +12,7 @@ import CLinux
 /// The socket is in the abstract namespace (`@imgboot-smoke-…`): nothing on disk to leave
 /// behind, however smoke ends. Any local process may send to such a name, so only datagrams
 /// whose sender the kernel vouches for (SO_PASSCRED) as the process smoke listens to are kept.
-final class NotifyListener: Drainable {
+final class NotifyListener {
     let address: String
     private var fd: Int32
     /// The process whose notifications are kept; the others are dropped.
@@ -51,8 +51,11 @@ final class NotifyListener: Drainable {
 
     deinit { if fd >= 0 { close(fd) } }
 
+    /// The descriptor a wait polls, to `drain()` it when readable.
     var pollFD: Int32 { fd }
 
+    /// Receives what is waiting, without blocking: the socket never fills up while smoke waits
+    /// for something else.
     func drain() {
         var buffer = [UInt8](repeating: 0, count: 4096)
         while fd >= 0 {
@@ -87,16 +90,4 @@ final class NotifyListener: Drainable {
         sender = pid
         messages = []
     }
-}
-
-/// The environment smoke's children get: its own, with `NOTIFY_SOCKET` its listener's.
-func environment(notifying listener: NotifyListener) -> [String] {
-    var result: [String] = []
-    var entry = environ
-    while let pointer = entry.pointee {
-        let text = String(cString: pointer)
-        if !text.hasPrefix("NOTIFY_SOCKET=") { result.append(text) }
-        entry += 1
-    }
-    return result + ["NOTIFY_SOCKET=\(listener.address)"]
 }

@@ -132,9 +132,9 @@ public struct SmokeRunner: Sendable {
         let argv = [executable, "boot", "--console=read-only", "--init=systemd", "--notify-ready=yes", "--machine=\(machine)"]
             + bootArguments + colourless + [image]
         listener.forget()
-        let boot: Subprocess
+        let boot: ChildProcess
         do {
-            boot = try Subprocess(argv, environment: environment(notifying: listener))
+            boot = try ChildProcess(argv, notifySocket: listener.address)
         } catch {
             result.error = error.description
             result.couldNotStart = true
@@ -148,7 +148,7 @@ public struct SmokeRunner: Sendable {
         var failure: NotifyListener.Message? = nil
         var status: Int32? = nil
         while ready == nil && failure == nil && status == nil && monotonicSeconds() < deadline {
-            status = boot.wait(until: deadline, alongside: [listener]) { listener.messages.isEmpty }
+            status = boot.wait(until: deadline, alongside: listener) { listener.messages.isEmpty }
             listener.drain()
             for message in listener.take() {
                 if message.isReady && ready == nil { ready = monotonicSeconds() - start }
@@ -157,7 +157,7 @@ public struct SmokeRunner: Sendable {
         }
         if let failure {
             // imgboot has said why it fails and is tearing down: let it finish.
-            _ = boot.wait(until: monotonicSeconds() + stopTimeout + 15, alongside: [listener])
+            _ = boot.wait(until: monotonicSeconds() + stopTimeout + 15, alongside: listener)
             result.bootLog = plainLines(boot.captured.text)
             if failure.failure == BootError.Code.noInit.rawValue { return .noSystemd }
             result.error = failure.status ?? "imgboot boot failed" + lastLine(result.bootLog)
@@ -176,31 +176,31 @@ public struct SmokeRunner: Sendable {
 
         if ready != nil {
             for (i, check) in checks.enumerated() {
-                result.checks.append(runCheck(check, argv: enter(machine, ["/bin/sh", "-c", check]), alongside: [boot, listener]))
+                result.checks.append(runCheck(check, argv: enter(machine, ["/bin/sh", "-c", check]), listener: listener))
                 progress(.checks(done: i + 1, total: checks.count))
             }
             let units = runCheck("systemctl --failed", argv: enter(machine, ["systemctl", "--failed", "--no-legend", "--plain", "--no-pager"]),
-                                 alongside: [boot, listener])
+                                 listener: listener)
             result.failedUnits = units.output.split(separator: "\n").compactMap { line in
                 line.split(separator: " ").first.map(String.init).flatMap { $0.contains(".") ? $0 : nil }
             }
             if !result.failedUnits.isEmpty {
-                result.unitDiagnostics = diagnose(machine, units: result.failedUnits, alongside: [boot, listener])
+                result.unitDiagnostics = diagnose(machine, units: result.failedUnits, listener: listener)
             }
         }
 
         progress(.poweringOff)
-        let stop = try? Subprocess([executable, "stop", "--timeout", formatSeconds(stopTimeout), machine])
-        let stopped = stop?.wait(until: monotonicSeconds() + stopTimeout + 15, alongside: [boot, listener])
+        let stop = try? ChildProcess([executable, "stop", "--timeout", formatSeconds(stopTimeout), machine])
+        let stopped = stop?.wait(until: monotonicSeconds() + stopTimeout + 15, alongside: listener)
         // 0 or 1: stop reached the machine (and killed it, if need be); otherwise it could not
         // (not ready in time: its init not yet registered), and nothing would end the boot.
-        status = boot.wait(until: monotonicSeconds() + (stopped == 0 || stopped == 1 ? 15 : 0.5), alongside: [listener])
+        status = boot.wait(until: monotonicSeconds() + (stopped == 0 || stopped == 1 ? 15 : 0.5), alongside: listener)
         // Ask imgboot itself, so that it tears down in order: the first SIGTERM halts the init
         // (or abandons the setup), the second kills the init. SIGKILL to imgboot is the last
         // resort: it leaves the machine's cgroup, tree directory and registration behind.
         for (signal, grace) in [(SIGTERM, 15.0), (SIGTERM, 10.0), (SIGKILL, 10.0)] where status == nil {
             boot.signal(signal)
-            status = boot.wait(until: monotonicSeconds() + grace, alongside: [listener])
+            status = boot.wait(until: monotonicSeconds() + grace, alongside: listener)
         }
         result.bootLog = plainLines(boot.captured.text)
         if ready != nil {
@@ -224,12 +224,12 @@ public struct SmokeRunner: Sendable {
     }
 
     /// Why units failed: their `systemctl status` and the boot's journal, each bounded.
-    private func diagnose(_ machine: String, units: [String], alongside others: [any Drainable]) -> String {
+    private func diagnose(_ machine: String, units: [String], listener: NotifyListener) -> String {
         // `--`: a unit's name comes from the machine and must not be read as an option.
         let status = runCheck("systemctl status", argv: enter(machine, ["systemctl", "status", "--no-pager", "--full", "--lines=\(Self.statusLines)", "--"] + units),
-                              alongside: others, limit: Self.diagnosticsLimit)
+                              listener: listener, limit: Self.diagnosticsLimit)
         let journal = runCheck("journalctl", argv: enter(machine, ["journalctl", "-b", "--no-pager", "--lines=\(Self.journalLines)"]),
-                               alongside: others, limit: Self.diagnosticsLimit)
+                               listener: listener, limit: Self.diagnosticsLimit)
         return "$ systemctl status --no-pager --full --lines=\(Self.statusLines) -- \(units.joined(separator: " "))\n" + status.output
             + (status.output.hasSuffix("\n") || status.output.isEmpty ? "" : "\n")
             + "\n$ journalctl -b --no-pager --lines=\(Self.journalLines)\n" + journal.output
@@ -243,7 +243,7 @@ public struct SmokeRunner: Sendable {
         let commands = checks.isEmpty ? ["true"] : checks
         for (i, check) in commands.enumerated() {
             let argv = [executable, "run", "--machine=\(machine)-\(i + 1)"] + bootArguments + [image, "--", "/bin/sh", "-c", check]
-            let outcome = runCheck(check, argv: argv, listener: listener)
+            let outcome = runCheck(check, argv: argv, listener: listener, notifying: true)
             // imgboot's own failure, not the check's: the container never started.
             if let failure = listener.take().first(where: { $0.failure != nil }) {
                 result.error = "the container did not start: " + (failure.status ?? outcome.output.trimmingNewlines())
@@ -256,20 +256,21 @@ public struct SmokeRunner: Sendable {
         }
     }
 
-    private func runCheck(_ command: String, argv: [String], alongside others: [any Drainable] = [],
-                          listener: NotifyListener? = nil, limit: Int = Subprocess.outputLimit) -> CheckResult {
+    /// Runs a check's process, draining `listener` meanwhile; with `notifying`, the process is
+    /// given it as its `NOTIFY_SOCKET`, and what it says there is kept.
+    private func runCheck(_ command: String, argv: [String], listener: NotifyListener, notifying: Bool = false,
+                          limit: Int = ChildProcess.outputLimit) -> CheckResult {
         let start = monotonicSeconds()
-        let process: Subprocess
+        let process: ChildProcess
         do {
-            listener?.forget()
-            process = try Subprocess(argv, environment: listener.map(environment(notifying:)), outputLimit: limit)
-            listener?.listen(to: process.pid)
+            if notifying { listener.forget() }
+            process = try ChildProcess(argv, notifySocket: notifying ? listener.address : nil, outputLimit: limit)
+            if notifying { listener.listen(to: process.pid) }
         } catch {
             return CheckResult(command: command, exitCode: nil, passed: false, output: error.description, seconds: 0)
         }
-        let watched = others + (listener.map { [$0] } ?? [])
-        defer { listener?.drain() }
-        var status = process.wait(until: start + checkTimeout, alongside: watched)
+        defer { if notifying { listener.drain() } }
+        var status = process.wait(until: start + checkTimeout, alongside: listener)
         var output = process.captured.text
         if status == nil {
             // SIGTERM first: `enter` and `run` pass it on to the check's process group, so that
@@ -278,10 +279,10 @@ public struct SmokeRunner: Sendable {
             // from outside the machine's PID namespace) and stalls systemd's final SIGTERM
             // broadcast at poweroff; a SIGKILLed `run` leaves its cgroup behind.
             process.signal(SIGTERM)
-            status = process.wait(until: monotonicSeconds() + Self.killGrace, alongside: watched)
+            status = process.wait(until: monotonicSeconds() + Self.killGrace, alongside: listener)
             if status == nil {
                 process.signal(SIGKILL)
-                status = process.wait(until: monotonicSeconds() + 10, alongside: watched)
+                status = process.wait(until: monotonicSeconds() + 10, alongside: listener)
             }
             output = process.captured.text + "\n[imgboot: killed after \(formatSeconds(checkTimeout)) s]\n"
             return CheckResult(command: command, exitCode: nil, passed: false, output: output, seconds: monotonicSeconds() - start)

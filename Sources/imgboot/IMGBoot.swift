@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dissect
 import Logging
+import Smoke
 
 #if canImport(Glibc)
 import Glibc
@@ -37,8 +38,11 @@ struct IMGBoot: ParsableCommand {
     /// message; usage errors too, after the message and usage swift-argument-parser prints.
     static func main() {
         _ = processStart  // log times count from here
-        refuseArgumentsThatAreNotUTF8()
         do {
+            // Before anything else runs: a child of smoke ends with smoke (and drops the
+            // variable that says so).
+            try EndWithSmoke.arrangeIfAsked()
+            refuseArgumentsThatAreNotUTF8()
             let line = try CommandLineHabits.normalize(Array(CommandLine.arguments.dropFirst()))
             var command = try parseAsRoot(line.arguments)
             if !line.quiet { for note in line.notes { writeError(note) } }

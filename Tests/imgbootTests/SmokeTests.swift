@@ -190,6 +190,35 @@ struct SmokeTests {
         }
     }
 
+    /// How smoke's children end with it (`IMGBOOT_END_WITH`: the PID of their parent), without
+    /// smoke: an `imgboot run` whose parent is SIGKILLed passes SIGTERM on to its command and
+    /// tears down, nothing left, and its container never saw the variable; an imgboot whose
+    /// parent is not the process named (it has ended already) ends at once, by SIGTERM; a value
+    /// that is no PID is refused (125).
+    @Test func childEndsWithItsParent() throws {
+        let image = try ImageCopy("basic")
+        // `; true`: the shell forks imgboot (rather than exec it) and stays its parent.
+        let script = "IMGBOOT_END_WITH=$$ \(Harness.binary) run \(image.path) -- sh -c 'env; exec sleep 1000'; true"
+        let parent = try BackgroundProcess(["/bin/sh", "-c", script])
+        defer { parent.kill() }
+        let running = parent.wait(upTo: MachinesTests.bootLimit) { parent.stdout.contains("container=imgboot") }
+        try #require(running, "the command did not start; stderr: \(parent.stderr)")
+        #expect(!parent.stdout.contains("IMGBOOT_END_WITH"), "the container's environment: \(parent.stdout)")
+        parent.signal(SIGKILL)
+        #expect(parent.exitStatus(within: MachinesTests.limit) == 128 + SIGKILL)
+        let ended = Harness.waitUntil(upTo: MachinesTests.limit) { Harness.processes(matching: image.machine).isEmpty }
+        #expect(ended, "imgboot run outlived its parent")
+        #expect(Harness.waitUntil(upTo: MachinesTests.limit) { Harness.loopDevices(backing: image.path).isEmpty })
+        image.expectNothingLeft()
+
+        let orphan = Harness.run(["/usr/bin/env", "IMGBOOT_END_WITH=1", Harness.binary, "inspect", image.path])
+        #expect(orphan.status == 128 + SIGTERM, "stderr: \(orphan.stderr)")
+        #expect(orphan.stdout.isEmpty)
+        let malformed = Harness.run(["/usr/bin/env", "IMGBOOT_END_WITH=smoke", Harness.binary, "inspect", image.path])
+        #expect(malformed.status == 125)
+        #expect(malformed.stderr == "imgboot: IMGBOOT_END_WITH=smoke: not a process ID\n", "stderr: \(malformed.stderr)")
+    }
+
     /// A check printing 50 MB: its output is kept within 1 MiB (its beginning and end, and a
     /// note of what was dropped), and imgboot's memory stays far from the 50 MB.
     @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/time"), "GNU time (/usr/bin/time) is not installed"))

@@ -48,8 +48,7 @@ int imgboot_bind_idmapped(int source_fd, int userns_fd, int read_only, int targe
 int imgboot_mount_in_userns(int userns_fd, const char *fstype, unsigned long flags, const char *data, int target_fd);
 
 /// setfsuid(2) and setfsgid(2) (in <sys/fsuid.h>, which Swift's Glibc module leaves out):
-/// the previous ID. The parent-death signal, which the kernel clears on any change of
-/// credentials, is kept (and sent, if the parent ended meanwhile).
+/// the previous ID.
 int imgboot_setfsuid(uint32_t uid);
 int imgboot_setfsgid(uint32_t gid);
 

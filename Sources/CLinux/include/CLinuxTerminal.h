@@ -34,14 +34,19 @@ int imgboot_pidfd_wait(int pidfd, int nohang, int *code, int *killed);
 /// pipe2(2) with O_CLOEXEC.
 int imgboot_pipe_cloexec(int fds[2]);
 
+/// eventfd(2), counting from 0: non-blocking and close-on-exec.
+int imgboot_eventfd(void);
+
 /// getrandom(2): fills `buffer` with `length` random bytes.
 int imgboot_random(void *buffer, unsigned long length);
 
-/// fork + execve of `path`: stdin from /dev/null, stdout and stderr onto `out` and `err`, no
-/// signal blocked, and `death_signal` sent to it when the calling thread ends
-/// (PR_SET_PDEATHSIG), so that it does not outlive its caller however that ends. Returns the
-/// child's PID; a failure between fork and exec ends the child with status 127.
-int imgboot_spawn_tied(const char *path, char *const argv[], char *const envp[], int out, int err, int death_signal);
+/// Sends `signal` to the calling process when the process of `pidfd` ends (how smoke's children
+/// end with smoke: see Smoke's EndWithSmoke.swift). A thread of its own waits for it: one that
+/// blocks every signal, so that they still go where the process expects them (a signalfd), and
+/// that has filesystem attributes of its own (unshare(CLONE_FS)), so that the process can still
+/// join a mount namespace — setns(CLONE_NEWNS) refuses a process whose threads share them.
+/// The thread keeps `pidfd`. Returns 0 once it waits.
+int imgboot_signal_when_ends(int pidfd, int signal);
 
 /// Sets the window size of terminal `fd` (TIOCSWINSZ): `rows` lines of `columns` characters.
 int imgboot_set_window_size(int fd, unsigned short rows, unsigned short columns);
