@@ -267,7 +267,7 @@ public struct MountRecord: Equatable, Sendable {
     /// Writes the record into the store.
     public func save(stop: StopSignals?) throws {
         try StateStore.prepare([.trees], subject: directory)
-        try StateStore.withLock(StateStore.treesLock, subject: directory, stop: stop) {
+        _ = try StateStore.withLock(StateStore.treesLock, subject: directory, stop: stop) {
             try StateStore.write(json, to: MountRecord.file(for: directory), subject: directory)
         }
     }
