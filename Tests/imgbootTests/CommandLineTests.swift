@@ -58,7 +58,8 @@ struct CommandLineTests {
     @Test(arguments: commands)
     func valuesAreListedOnce(_ command: String) throws {
         let full = try Self.help(command)
-        let help = String(try #require(full.range(of: "\nOPTIONS:\n")).map { full[$0.upperBound...] } ?? "")
+        let options = try #require(full.range(of: "\nOPTIONS:\n"), "no OPTIONS in: \(full)")
+        let help = String(full[options.upperBound...])
         #expect(help.components(separatedBy: "--log-level <level>").count == 2, "\(help)")
         #expect(help.components(separatedBy: "critical").count == 2, "log levels listed more than once: \(help)")
         #expect(help.components(separatedBy: "(values: ").count == 2, "a second list of values: \(help)")
