@@ -195,20 +195,26 @@ _populate_tree() {
 	echo "$dir"
 }
 
-# xfs prototype file (mkfs.xfs -p) for directory $1, everything owned by root
+# xfs prototype file (mkfs.xfs -p) for directory $1 (at $3 in the filesystem),
+# everything owned by root. A protofile has no sticky bit: sticky directories
+# are listed in $WORK/xfs.sticky ("PATH MODE") for _mkfs to set with xfs_db.
 _xfs_proto_dir() {
-	local dir=$1 indent=$2 e name mode
+	local dir=$1 indent=$2 path=${3:-} e name mode
 	for e in "$dir"/* "$dir"/.[!.]*; do
 		[[ -e $e || -L $e ]] || continue
 		name=${e##*/}
 		[[ $name == *[[:space:]]* ]] && die "xfs protofile: file names with blanks are not supported: $e"
 		mode=$(stat -c %a "$e")
-		((${#mode} <= 3)) || die "xfs protofile: setuid/setgid/sticky not supported here: $e"
+		if ((${#mode} > 3)); then
+			[[ $mode == 1??? && -d $e && ! -L $e ]] || die "xfs protofile: setuid/setgid not supported here: $e"
+			echo "$path/$name $mode" >>"$WORK/xfs.sticky"
+			mode=${mode#1}
+		fi
 		if [[ -L $e ]]; then
 			echo "$indent$name l--777 0 0 $(readlink "$e")"
 		elif [[ -d $e ]]; then
 			echo "$indent$name d--$mode 0 0"
-			_xfs_proto_dir "$e" "$indent "
+			_xfs_proto_dir "$e" "$indent " "$path/$name"
 			echo "$indent\$"
 		elif [[ -f $e ]]; then
 			echo "$indent$name ---$mode 0 0 $e"
@@ -248,6 +254,7 @@ _mkfs() {
 	xfs)
 		need mkfs.xfs xfsprogs
 		truncate -s "$size" "$f"
+		: >"$WORK/xfs.sticky"
 		{
 			echo /dev/null
 			echo 0 0
@@ -260,6 +267,12 @@ _mkfs() {
 		# fstests, which needs all three variables set.
 		TEST_DIR=/nonexistent TEST_DEV=/nonexistent QA_CHECK_FS=1 \
 			mkfs.xfs -q -f ${uuid:+-m uuid="$uuid"} ${label:+-L "$label"} -p "$WORK/xfs.proto" "$f"
+		local path mode
+		while read -r path mode; do
+			xfs_db -x -c "path $path" -c "write core.mode 04$mode" "$f" >/dev/null
+			[[ $(xfs_db -r -c "path $path" -c "print core.mode" "$f") == "core.mode = 04$mode" ]] ||
+				die "xfs: cannot make $path mode $mode with xfs_db"
+		done <"$WORK/xfs.sticky"
 		;;
 	squashfs)
 		need mksquashfs squashfs-tools
