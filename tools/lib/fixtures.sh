@@ -34,6 +34,13 @@
 #                    place: device nodes, FIFOs, journal transactions that no
 #                    unprivileged builder could make with mkfs -d. Any error fails
 #                    the build; so does e2fsck -fn afterwards (unless --no-fsck)
+#   mounts FS        this recipe mounts FS (dirty_log): it needs real root, loop
+#                    devices and the kernel's FS, and the builder skips it (and
+#                    says why) where it has not got them. Must be written at the
+#                    start of a line, as `from`: the builder reads it.
+#   dirty_log N      leave an unreplayed log on GPT partition N's xfs or btrfs,
+#                    as a crash would (tools/lib/dirty-log.sh: the tree must be
+#                    log_marker_root's), and prove it; needs `mounts FS`
 # Partition layouts are written lazily: the first command that needs the bytes
 # on disk (or the end of the recipe) writes table and filesystems.
 
@@ -44,6 +51,7 @@ _sector=512
 _nparts=0
 declare -a _p_type _p_size _p_start _p_uuid _p_label _p_attrs _p_boot \
 	_p_fs _p_fsuuid _p_fslabel _p_tree _p_seed
+declare -a _mounts=()
 
 die() { echo "build-fixtures: ${FIXTURE:+$FIXTURE: }$*" >&2; exit 1; }
 
@@ -457,4 +465,53 @@ debugfs_part() {
 	if ((fsck)); then
 		out=$(e2fsck -fn "$IMG?offset=$offset" 2>&1) || die "partition $n is damaged after debugfs: $out"
 	fi
+}
+
+mounts() {
+	[[ $# -eq 1 ]] || die "usage: mounts FS"
+	_mounts+=("$1")
+}
+
+# _loops_backing FILE...: the loop devices attached to any of FILE
+_loops_backing() {
+	local f
+	for f in "$@"; do
+		[[ -e $f ]] && losetup -n -O NAME -j "$f"
+	done
+	return 0
+}
+
+dirty_log() {
+	[[ $# -eq 1 ]] || die "usage: dirty_log N"
+	local n=$1 fs offset size work rc=0 loops i
+	_flush
+	fs=${_p_fs[n]:-}
+	[[ $fs == xfs || $fs == btrfs ]] || die "dirty_log: partition $n holds '${fs:-nothing}', not xfs or btrfs"
+	[[ " ${_mounts[*]} " == *" $fs "* ]] || die "dirty_log: the recipe must say 'mounts $fs' (the builder skips it where it cannot)"
+	need unshare util-linux
+	need losetup mount
+	case $fs in
+	xfs) need xfs_io xfsprogs; need xfs_repair xfsprogs ;;
+	btrfs) need btrfs btrfs-progs ;;
+	esac
+	read -r offset size < <(python3 "$LIBDIR/gpt-patch.py" --sector-size "$_sector" "$IMG" --list |
+		awk -v n="$n" '$1 == n { print $2, $3 }')
+	[[ -n $offset ]] || die "dirty_log: no partition $n"
+	work=$(mktemp -d "$WORK/dirty-log.XXXXXX")
+	unshare --mount --propagation private -- bash "$LIBDIR/dirty-log.sh" "$fs" "$IMG" "$offset" "$size" "$work" || rc=$?
+	# The namespace is gone, and with it every mount of the script's; their loop
+	# devices (autoclear) follow within moments. Wait for them, so that the build
+	# leaves nothing attached; detach any that stay, and fail.
+	for ((i = 0; i < 50; i++)); do
+		loops=$(_loops_backing "$IMG" "$work"/*.fs)
+		[[ -z $loops ]] && break
+		sleep 0.1
+	done
+	if [[ -n $loops ]]; then
+		# shellcheck disable=SC2086 # one device per word
+		losetup -d $loops || true
+		die "dirty_log: loop devices still attached after the mounts were gone: $loops"
+	fi
+	((rc == 0)) || die "dirty_log: partition $n ($fs): failed (exit $rc)"
+	rm -rf "$work"
 }
