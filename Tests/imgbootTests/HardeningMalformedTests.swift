@@ -213,6 +213,120 @@ struct HardeningMalformedTests {
         #expect(try image.sh(["--volatile=no"], "cat /etc/journal-marker") == ["REPLAYED!!!!"])
         #expect(!image.isUnchanged)
     }
+
+    // MARK: - A dirty xfs log, an unreplayed btrfs log tree
+
+    /// A fixture whose root (partition 1) holds a log that a mount would replay, made by the
+    /// kernel itself (tools/lib/dirty-log.sh, as a crash leaves it): only the log says that
+    /// usr/lib/log-marker reads "REPLAYED!!!!"; on disk without it, it reads "not replayed".
+    struct DirtyLog: Sendable {
+        var fixture: String
+        var fs: String
+        /// The superblock option that keeps a read-only mount from replaying the log.
+        var noReplay: String
+
+        static let xfs = DirtyLog(fixture: "dirty-xfs", fs: "xfs", noReplay: "norecovery")
+        static let btrfs = DirtyLog(fixture: "dirty-btrfs", fs: "btrfs", noReplay: "rescue=nologreplay")
+
+        /// Whether the root of `image` still has a log to replay, judged by the filesystem's own
+        /// tools on a copy of the partition (xfs_repair may write): xfs_repair stops at a dirty
+        /// log with exit status 2 (xfs_repair(8)) and goes on with 0 on a clean one; a btrfs
+        /// superblock names its log tree (`log_root`, 0 when there is none).
+        func needsReplay(_ image: String) throws -> Bool {
+            let (offset, size) = try Hardening.partition(image, 1)
+            let scratch = try ScratchDirectory("imgboot-dirty-log")
+            let copy = scratch.path + "/root.fs"
+            let dd = Harness.run(["/bin/dd", "if=\(image)", "of=\(copy)", "bs=1M", "skip=\(offset)", "count=\(size)",
+                                  "iflag=skip_bytes,count_bytes", "status=none"])
+            guard dd.status == 0 else { throw HarnessError("dd of partition 1 of \(image): \(dd.stderr)") }
+            switch fs {
+            case "xfs":
+                let repair = Harness.run(["/sbin/xfs_repair", copy])
+                guard repair.status == 0 || repair.status == 2 else {
+                    throw HarnessError("xfs_repair exited \(repair.status): \(repair.stderr)")
+                }
+                return repair.status == 2
+            default:
+                let dump = Harness.run(["/bin/btrfs", "inspect-internal", "dump-super", copy])
+                var logRoot: UInt64?
+                for line in dump.stdout.split(separator: "\n") {
+                    let fields = line.split(whereSeparator: \.isWhitespace)
+                    if fields.count == 2, fields[0] == "log_root" { logRoot = UInt64(fields[1]) }
+                }
+                guard dump.status == 0, let logRoot else { throw HarnessError("btrfs dump-super: \(dump.stdout)\(dump.stderr)") }
+                return logRoot != 0
+            }
+        }
+
+        /// The control: a copy of the image's root mounted as anyone would mount it — writable,
+        /// from a loop device at the partition's offset, in a mount namespace of the test's own.
+        /// Returns what the marker reads there; the copy is what the kernel left.
+        func mountWritable(_ copy: ImageCopy) throws -> Harness.Output {
+            let (offset, size) = try Hardening.partition(copy.path, 1)
+            let mnt = copy.directory + "/mnt"
+            try FileManager.default.createDirectory(atPath: mnt, withIntermediateDirectories: true)
+            let out = Hardening.inPrivateMountNamespace(
+                "mount -t \(fs) -o loop,offset=\(offset),sizelimit=\(size) \"$0\" \"$1\" && cat \"$1/usr/lib/log-marker\" && umount \"$1\"",
+                [copy.path, mnt])
+            // The loop device is mount(8)'s autoclear one: it goes with the mount, just after.
+            #expect(Harness.waitUntil(upTo: 5) { Harness.loopDevices(backing: copy.path).isEmpty },
+                    "loop devices still backed by \(copy.path)")
+            return out
+        }
+    }
+
+    /// A root xfs with a dirty log, and a root btrfs with a log tree: in every mode that does
+    /// not write the image — run's overlay (the default), state and yes, `--read-only`, and
+    /// inspect's metadata mount — the container sees the marker as the filesystem has it
+    /// without the log ("not replayed": norecovery and rescue=nologreplay leave the log alone,
+    /// and only the log holds the new version), the image's SHA-256 stays the same, nothing is
+    /// left, and the log is still there to replay. The control proves the log is real and
+    /// would write the image: a copy mounted writable (by mount(8), then by `--volatile=no`)
+    /// has it replayed — the marker reads "REPLAYED!!!!", the log is gone, the bytes changed.
+    @Test(.enabled(if: Hardening.hasXFS, "the kernel has no xfs: a dirty xfs log can be neither made nor mounted here"))
+    func dirtyXFSLogIsNotReplayedOnAReadOnlyBoot() throws {
+        try expectLogNotReplayed(.xfs)
+    }
+
+    @Test(.enabled(if: Hardening.hasBtrfs, "the kernel has no btrfs: a btrfs log tree can be neither made nor mounted here"))
+    func btrfsLogTreeIsNotReplayedOnAReadOnlyBoot() throws {
+        try expectLogNotReplayed(.btrfs)
+    }
+
+    func expectLogNotReplayed(_ log: DirtyLog, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let image = try ImageCopy(log.fixture)
+        try #require(try log.needsReplay(image.path), "\(log.fixture)'s log is not dirty: nothing to attack",
+                     sourceLocation: sourceLocation)
+        for options in [[], ["--volatile=state"], ["--read-only"]] {
+            #expect(try image.sh(options, "cat /usr/lib/log-marker /etc/imgboot-fixture", sourceLocation: sourceLocation) ==
+                    ["not replayed", log.fixture], "\(options)", sourceLocation: sourceLocation)
+            #expect(image.isUnchanged, "\(options) wrote the image", sourceLocation: sourceLocation)
+        }
+        // yes: a tmpfs root, with only the root's /usr (read-only), where the marker is.
+        #expect(try image.sh(["--volatile=yes"], "cat /usr/lib/log-marker; test -e /etc/imgboot-fixture || echo no-etc",
+                             sourceLocation: sourceLocation) == ["not replayed", "no-etc"], sourceLocation: sourceLocation)
+        #expect(image.isUnchanged, "--volatile=yes wrote the image", sourceLocation: sourceLocation)
+        // inspect reads the root's metadata through a detached read-only mount.
+        let inspect = try Harness.imgboot(["inspect", image.path])
+        #expect(inspect.status == 0 && inspect.stdout.contains("imgboot busybox 1.0"), "\(inspect.stdout)\(inspect.stderr)",
+                sourceLocation: sourceLocation)
+        image.leftovers.expectNone(imageUnchanged: true, sourceLocation: sourceLocation)
+        #expect(try log.needsReplay(image.path), "the log is gone", sourceLocation: sourceLocation)
+
+        // The control, on a copy of the image as the runs left it.
+        let control = try ImageCopy(path: image.path, name: log.fixture + "-control")
+        let mounted = try log.mountWritable(control)
+        #expect(mounted.status == 0 && mounted.stdout == "REPLAYED!!!!\n", "mount(8): \(mounted.stdout)\(mounted.stderr)",
+                sourceLocation: sourceLocation)
+        #expect(!control.isUnchanged, "mounted writable, the copy was not written: the log was not replayed",
+                sourceLocation: sourceLocation)
+        #expect(try !log.needsReplay(control.path), "mounted writable, the log is still there", sourceLocation: sourceLocation)
+        // imgboot's writable boot is the same mount: it replays the log, and writes the image.
+        #expect(try image.sh(["--volatile=no"], "cat /usr/lib/log-marker", sourceLocation: sourceLocation) == ["REPLAYED!!!!"],
+                sourceLocation: sourceLocation)
+        #expect(!image.isUnchanged, "--volatile=no did not write the image", sourceLocation: sourceLocation)
+        #expect(try !log.needsReplay(image.path), "--volatile=no left the log", sourceLocation: sourceLocation)
+    }
 }
 
 // MARK: - mount --read-only, with the other tests that mount on the host
@@ -276,6 +390,37 @@ extension MountCommandTests {
             }
             try s.umountAndExpectNothingLeft(host)
             #expect(Harness.sha256(s.image) == original)
+        }
+
+        /// The dirty logs (`HardeningMalformedTests.DirtyLog`), mounted read-only on the host:
+        /// norecovery or rescue=nologreplay in the superblock's options, the marker as the
+        /// filesystem has it without the log, the image's bytes the same, its log still there.
+        @Test(.enabled(if: Hardening.hasXFS, "the kernel has no xfs: a dirty xfs log can be neither made nor mounted here"))
+        func dirtyXFSLog() throws {
+            try dirtyLog(.xfs)
+        }
+
+        @Test(.enabled(if: Hardening.hasBtrfs, "the kernel has no btrfs: a btrfs log tree can be neither made nor mounted here"))
+        func btrfsLogTree() throws {
+            try dirtyLog(.btrfs)
+        }
+
+        func dirtyLog(_ log: HardeningMalformedTests.DirtyLog, sourceLocation: SourceLocation = #_sourceLocation) throws {
+            let s = try Scratch(log.fixture)
+            defer { s.cleanUp() }
+            let host = HostMounts(outside: s.dir)
+            let original = Harness.sha256(s.image)
+            let out = try s.mount(["--read-only"])
+            try #require(out.status == 0, "\(out.stderr)", sourceLocation: sourceLocation)
+            host.expectConfined(to: s.mnt, sourceLocation: sourceLocation)
+            let root = MountInfo.current().first { $0.mountPoint == s.mnt }
+            #expect(root?.fsType == log.fs, sourceLocation: sourceLocation)
+            #expect(root?.superOptions.contains(log.noReplay) == true, "\(root?.superOptions ?? [])", sourceLocation: sourceLocation)
+            #expect((try? String(contentsOfFile: s.mnt + "/usr/lib/log-marker", encoding: .utf8)) == "not replayed\n",
+                    sourceLocation: sourceLocation)
+            try s.umountAndExpectNothingLeft(host, sourceLocation: sourceLocation)
+            #expect(Harness.sha256(s.image) == original, "mount --read-only wrote the image", sourceLocation: sourceLocation)
+            #expect(try log.needsReplay(s.image), "the log is gone", sourceLocation: sourceLocation)
         }
     }
 }

@@ -37,10 +37,17 @@ enum Hardening {
 
     /// The byte offset of GPT partition `number` in `image` (as `gpt-patch.py --list` reads it).
     static func partitionOffset(_ image: String, _ number: Int) throws -> UInt64 {
+        try partition(image, number).offset
+    }
+
+    /// The byte offset and size of GPT partition `number` in `image` (`gpt-patch.py --list`).
+    static func partition(_ image: String, _ number: Int) throws -> (offset: UInt64, size: UInt64) {
         let list = Harness.run(["/usr/bin/python3", Harness.packageRoot + "/tools/lib/gpt-patch.py", image, "--list"])
         for line in list.stdout.split(separator: "\n") {
             let fields = line.split(separator: " ")
-            if fields.count > 2, Int(fields[0]) == number, let offset = UInt64(fields[1]) { return offset }
+            if fields.count > 2, Int(fields[0]) == number, let offset = UInt64(fields[1]), let size = UInt64(fields[2]) {
+                return (offset, size)
+            }
         }
         throw HarnessError("no partition \(number) in \(image): \(list.stderr)")
     }
@@ -68,6 +75,20 @@ enum Hardening {
     static func inPrivateMountNamespace(_ script: String, _ arguments: [String] = []) -> Harness.Output {
         Harness.run(["/usr/bin/unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", script] + arguments)
     }
+
+    /// Whether the kernel can mount `fs`: it is in /proc/filesystems, or is after `modprobe`
+    /// (as tools/build-fixtures decides whether it can build the fixtures that mount it).
+    static func kernelHasFilesystem(_ fs: String) -> Bool {
+        func listed() -> Bool {
+            let text = (try? String(contentsOfFile: "/proc/filesystems", encoding: .utf8)) ?? ""
+            return text.split(separator: "\n").contains { $0.split(whereSeparator: \.isWhitespace).last.map(String.init) == fs }
+        }
+        if listed() { return true }
+        _ = Harness.run(["/sbin/modprobe", "-q", fs])  // its status says less than the list afterwards
+        return listed()
+    }
+    static let hasXFS = kernelHasFilesystem("xfs")
+    static let hasBtrfs = kernelHasFilesystem("btrfs")
 
     /// Whether the tools the suites use beyond `Harness`'s are here (`tools/test` installs them).
     static let hasStrace = FileManager.default.isExecutableFile(atPath: "/usr/bin/strace")

@@ -30,10 +30,16 @@ enum Harness {
         return .success(dir)
     }()
 
-    /// The path of fixture `name` (e.g. "basic"), building the fixtures if needed.
+    /// The path of fixture `name` (e.g. "basic"), building the fixtures if needed. A fixture the
+    /// builder skipped (one that mounts, where it cannot) is an error that says why.
     static func fixture(_ name: String) throws -> String {
-        let path = try fixtures.get() + "/\(name).raw"
-        guard FileManager.default.fileExists(atPath: path) else { throw HarnessError("no fixture \(name) at \(path)") }
+        let dir = try fixtures.get()
+        let path = dir + "/\(name).raw"
+        guard FileManager.default.fileExists(atPath: path) else {
+            let skipped = (try? String(contentsOfFile: dir + "/\(name).skipped", encoding: .utf8))
+                .map { " (tools/build-fixtures skipped it: \($0.trimmingCharacters(in: .whitespacesAndNewlines)))" }
+            throw HarnessError("no fixture \(name) at \(path)" + (skipped ?? ""))
+        }
         return path
     }
 

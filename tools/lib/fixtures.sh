@@ -34,6 +34,13 @@
 #                    place: device nodes, FIFOs, journal transactions that no
 #                    unprivileged builder could make with mkfs -d. Any error fails
 #                    the build; so does e2fsck -fn afterwards (unless --no-fsck)
+#   mounts FS        this recipe mounts FS (dirty_log): it needs real root, loop
+#                    devices and the kernel's FS, and the builder skips it (and
+#                    says why) where it has not got them. Must be written at the
+#                    start of a line, as `from`: the builder reads it.
+#   dirty_log N      leave an unreplayed log on GPT partition N's xfs or btrfs,
+#                    as a crash would (tools/lib/dirty-log.sh: the tree must be
+#                    log_marker_root's), and prove it; needs `mounts FS`
 # Partition layouts are written lazily: the first command that needs the bytes
 # on disk (or the end of the recipe) writes table and filesystems.
 
@@ -44,6 +51,7 @@ _sector=512
 _nparts=0
 declare -a _p_type _p_size _p_start _p_uuid _p_label _p_attrs _p_boot \
 	_p_fs _p_fsuuid _p_fslabel _p_tree _p_seed
+declare -a _mounts=()
 
 die() { echo "build-fixtures: ${FIXTURE:+$FIXTURE: }$*" >&2; exit 1; }
 
@@ -195,20 +203,26 @@ _populate_tree() {
 	echo "$dir"
 }
 
-# xfs prototype file (mkfs.xfs -p) for directory $1, everything owned by root
+# xfs prototype file (mkfs.xfs -p) for directory $1 (at $3 in the filesystem),
+# everything owned by root. A protofile has no sticky bit: sticky directories
+# are listed in $WORK/xfs.sticky ("PATH MODE") for _mkfs to set with xfs_db.
 _xfs_proto_dir() {
-	local dir=$1 indent=$2 e name mode
+	local dir=$1 indent=$2 path=${3:-} e name mode
 	for e in "$dir"/* "$dir"/.[!.]*; do
 		[[ -e $e || -L $e ]] || continue
 		name=${e##*/}
 		[[ $name == *[[:space:]]* ]] && die "xfs protofile: file names with blanks are not supported: $e"
 		mode=$(stat -c %a "$e")
-		((${#mode} <= 3)) || die "xfs protofile: setuid/setgid/sticky not supported here: $e"
+		if ((${#mode} > 3)); then
+			[[ $mode == 1??? && -d $e && ! -L $e ]] || die "xfs protofile: setuid/setgid not supported here: $e"
+			echo "$path/$name $mode" >>"$WORK/xfs.sticky"
+			mode=${mode#1}
+		fi
 		if [[ -L $e ]]; then
 			echo "$indent$name l--777 0 0 $(readlink "$e")"
 		elif [[ -d $e ]]; then
 			echo "$indent$name d--$mode 0 0"
-			_xfs_proto_dir "$e" "$indent "
+			_xfs_proto_dir "$e" "$indent " "$path/$name"
 			echo "$indent\$"
 		elif [[ -f $e ]]; then
 			echo "$indent$name ---$mode 0 0 $e"
@@ -248,6 +262,7 @@ _mkfs() {
 	xfs)
 		need mkfs.xfs xfsprogs
 		truncate -s "$size" "$f"
+		: >"$WORK/xfs.sticky"
 		{
 			echo /dev/null
 			echo 0 0
@@ -260,6 +275,12 @@ _mkfs() {
 		# fstests, which needs all three variables set.
 		TEST_DIR=/nonexistent TEST_DEV=/nonexistent QA_CHECK_FS=1 \
 			mkfs.xfs -q -f ${uuid:+-m uuid="$uuid"} ${label:+-L "$label"} -p "$WORK/xfs.proto" "$f"
+		local path mode
+		while read -r path mode; do
+			xfs_db -x -c "path $path" -c "write core.mode 04$mode" "$f" >/dev/null
+			[[ $(xfs_db -r -c "path $path" -c "print core.mode" "$f") == "core.mode = 04$mode" ]] ||
+				die "xfs: cannot make $path mode $mode with xfs_db"
+		done <"$WORK/xfs.sticky"
 		;;
 	squashfs)
 		need mksquashfs squashfs-tools
@@ -444,4 +465,53 @@ debugfs_part() {
 	if ((fsck)); then
 		out=$(e2fsck -fn "$IMG?offset=$offset" 2>&1) || die "partition $n is damaged after debugfs: $out"
 	fi
+}
+
+mounts() {
+	[[ $# -eq 1 ]] || die "usage: mounts FS"
+	_mounts+=("$1")
+}
+
+# _loops_backing FILE...: the loop devices attached to any of FILE
+_loops_backing() {
+	local f
+	for f in "$@"; do
+		[[ -e $f ]] && losetup -n -O NAME -j "$f"
+	done
+	return 0
+}
+
+dirty_log() {
+	[[ $# -eq 1 ]] || die "usage: dirty_log N"
+	local n=$1 fs offset size work rc=0 loops i
+	_flush
+	fs=${_p_fs[n]:-}
+	[[ $fs == xfs || $fs == btrfs ]] || die "dirty_log: partition $n holds '${fs:-nothing}', not xfs or btrfs"
+	[[ " ${_mounts[*]} " == *" $fs "* ]] || die "dirty_log: the recipe must say 'mounts $fs' (the builder skips it where it cannot)"
+	need unshare util-linux
+	need losetup mount
+	case $fs in
+	xfs) need xfs_io xfsprogs; need xfs_repair xfsprogs ;;
+	btrfs) need btrfs btrfs-progs ;;
+	esac
+	read -r offset size < <(python3 "$LIBDIR/gpt-patch.py" --sector-size "$_sector" "$IMG" --list |
+		awk -v n="$n" '$1 == n { print $2, $3 }')
+	[[ -n $offset ]] || die "dirty_log: no partition $n"
+	work=$(mktemp -d "$WORK/dirty-log.XXXXXX")
+	unshare --mount --propagation private -- bash "$LIBDIR/dirty-log.sh" "$fs" "$IMG" "$offset" "$size" "$work" || rc=$?
+	# The namespace is gone, and with it every mount of the script's; their loop
+	# devices (autoclear) follow within moments. Wait for them, so that the build
+	# leaves nothing attached; detach any that stay, and fail.
+	for ((i = 0; i < 50; i++)); do
+		loops=$(_loops_backing "$IMG" "$work"/*.fs)
+		[[ -z $loops ]] && break
+		sleep 0.1
+	done
+	if [[ -n $loops ]]; then
+		# shellcheck disable=SC2086 # one device per word
+		losetup -d $loops || true
+		die "dirty_log: loop devices still attached after the mounts were gone: $loops"
+	fi
+	((rc == 0)) || die "dirty_log: partition $n ($fs): failed (exit $rc)"
+	rm -rf "$work"
 }
