@@ -175,7 +175,9 @@ struct SmokeTests {
         let check = "mkdir -p /tmp/\(token) && ln -s \"$(which sleep)\" \(sleep) && \(sleep) 1000"
         let smoke = try BackgroundProcess([Harness.binary, "smoke", "--check", check] + images.map(\.path))
         defer { smoke.kill() }
-        let running = smoke.wait(upTo: MachinesTests.bootLimit) { Harness.processes(matching: sleep).count == 2 }
+        // The two sleeps themselves: their command lines start with the path (smoke's, imgboot's
+        // and the shells' hold it further on).
+        let running = smoke.wait(upTo: MachinesTests.bootLimit) { Harness.processes(matching: "^\(sleep) ").count == 2 }
         try #require(running, "the checks did not start; stderr: \(smoke.stderr)")
         smoke.signal(signal)
         #expect(smoke.exitStatus(within: MachinesTests.limit) == 128 + signal)
