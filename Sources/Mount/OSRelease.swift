@@ -49,9 +49,11 @@ public enum OSRelease {
 
 extension Substring {
     func trimmingWhitespace() -> Substring {
-        var s = self
-        while let c = s.first, c == " " || c == "\t" { s.removeFirst() }
-        while let c = s.last, c == " " || c == "\t" { s.removeLast() }
-        return s
+        // By scalars, not Characters: a space followed by a combining mark (" \u{fe0f}") is one
+        // Character that is not " ", and would keep its space.
+        var scalars = unicodeScalars[...]
+        while let c = scalars.first, c == " " || c == "\t" { scalars.removeFirst() }
+        while let c = scalars.last, c == " " || c == "\t" { scalars.removeLast() }
+        return Substring(scalars)
     }
 }

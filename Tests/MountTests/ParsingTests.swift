@@ -202,3 +202,12 @@ struct PathSplitTests {
         #expect(pathBeside("img.raw") { ".#\($0).lck" } == ".#img.raw.lck")
     }
 }
+
+/// Trimming is by Unicode scalars: a space followed by a combining mark is one Character that is
+/// not " ", and kept its space (the metadata fuzzer's find: hostname " \u{fe0f}\0/…").
+struct TrimmingTests {
+    @Test func spaceBeforeACombiningMarkIsTrimmed() {
+        let hostname = ImageMetadata.firstLine(" \u{fe0f}host \u{fe0f}\t")
+        #expect(hostname.map { Array($0.unicodeScalars) } == Array("\u{fe0f}host \u{fe0f}".unicodeScalars))
+    }
+}
