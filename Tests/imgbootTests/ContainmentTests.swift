@@ -239,10 +239,7 @@ struct ContainmentTests {
     func swapIsNotTurnedOn(users: String) throws {
         let attacker = try Attacker.bind()
         let image = try ImageCopy("basic")
-        let swap = image.directory + "/swap"
-        #expect(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
-        chmod(swap, 0o600)
-        #expect(Harness.run(["/sbin/mkswap", swap]).status == 0)
+        let swap = try Self.swapFile(in: image.directory)
         let control = Harness.run([try Attacker.binary.get(), "swapon", swap])
         try #require(control.stdout == "swapon: ok\n" && Self.turnOffSwap(swap), "the control could not turn the swap file on (and off) on the host: \(control.stdout)")
 
@@ -251,6 +248,15 @@ struct ContainmentTests {
         #expect(!turnedOn, "the container turned on swap on the host: \(out.stdout)")
         #expect(out.stdout == "swapon: EPERM\n", "\(out.stdout)\(out.stderr)")
         #expect(image.isUnchanged)
+    }
+
+    /// A real 8 MiB swap file in `directory` (root's, mode 0600, mkswap'd), for the container to try.
+    static func swapFile(in directory: String) throws -> String {
+        let swap = directory + "/swap"
+        try #require(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
+        chmod(swap, 0o600)
+        try #require(Harness.run(["/sbin/mkswap", swap]).status == 0)
+        return swap
     }
 
     /// Whether the host swaps on the file `path`, which is then turned off: the kernel's own word
@@ -421,10 +427,7 @@ struct ContainmentTests {
     func enteredProcessesAreAsContained(users: String) throws {
         let attacker = try Attacker.bind()
         let image = try ImageCopy("basic")
-        let swap = image.directory + "/swap"
-        #expect(Harness.run(["/usr/bin/dd", "if=/dev/zero", "of=\(swap)", "bs=1M", "count=8", "status=none"]).status == 0)
-        chmod(swap, 0o600)
-        #expect(Harness.run(["/sbin/mkswap", swap]).status == 0)
+        let swap = try Self.swapFile(in: image.directory)
         let running = try Running(image, options: [attacker.option, "--bind=\(swap):/tmp/swap", "--private-users=\(users)"],
                                   ["sleep", "100"], commandName: "sleep")
         let secret = "key-secret-\(UUID().uuidString.prefix(12))"
